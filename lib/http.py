@@ -13,7 +13,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,8 +267,10 @@ class HttpClient:
         retry: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
         pool_size: int = 10,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._sleep = sleep
         self.tls = tls
         self.system = system
         self.timeout = timeout
@@ -314,6 +316,7 @@ class HttpClient:
             ),
             before_sleep=lambda state: _log_retry(state, method, url, policy),
             retry_error_callback=_give_up,
+            sleep=self._sleep,
         )
         return retrying(attempt)
 
