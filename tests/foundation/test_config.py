@@ -15,7 +15,9 @@ def env_file(tmp_path):
 
 
 def test_flags_beat_environment_beat_env_file(env_file):
-    env = Env({"OME_HOST": "from-flag"}, env_file=env_file, environ={"OME_HOST": "from-env", "OME_PORT": "9443"})
+    env = Env(
+        {"OME_HOST": "from-flag"}, env_file=env_file, environ={"OME_HOST": "from-env", "OME_PORT": "9443"}
+    )
     settings = ome_settings(env)
     env.check()
     assert settings.host == "from-flag"
@@ -30,7 +32,9 @@ def test_env_file_never_overrides_a_set_variable(env_file):
 
 
 def test_alias_names_of_existing_deployments_work(tmp_path):
-    env = Env(env_file=tmp_path / "none", environ={"SERVICE_ROLE_KEY": "srk-123", "DSM_URL": "http://127.0.0.1:1"})
+    env = Env(
+        env_file=tmp_path / "none", environ={"SERVICE_ROLE_KEY": "srk-123", "DSM_URL": "http://127.0.0.1:1"}
+    )
     env.problems.clear()  # the missing --env-file is not the point here
     settings = dsm_settings(env, need_service_role=True)
     env.check()
@@ -38,7 +42,9 @@ def test_alias_names_of_existing_deployments_work(tmp_path):
     assert settings.supabase_url == "http://127.0.0.1:1"
 
 
-@pytest.mark.parametrize("text,expected", [("TRUE", True), ("yes", True), ("1", True), ("No", False), ("0", False)])
+@pytest.mark.parametrize(
+    "text,expected", [("TRUE", True), ("yes", True), ("1", True), ("No", False), ("0", False)]
+)
 def test_booleans_accept_common_words(text, expected):
     assert Env(environ={"OME_VERIFY_SSL": text}).bool("OME_VERIFY_SSL") is expected
 

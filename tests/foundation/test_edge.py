@@ -57,7 +57,9 @@ def test_hmac_signature_covers_the_bytes_sent():
     EdgeClient(settings(executor_secret="s3cret")).call("vcenter-sync", body)
     sent = responses.calls[0].request
     received = json.loads(sent.body)
-    assert verify(received, "s3cret", sent.headers["x-executor-signature"], sent.headers["x-executor-timestamp"])
+    assert verify(
+        received, "s3cret", sent.headers["x-executor-signature"], sent.headers["x-executor-timestamp"]
+    )
 
 
 @responses.activate
@@ -71,7 +73,11 @@ def test_full_url_override_is_used_for_openmanage_sync():
 
 @pytest.mark.parametrize(
     "status,error,needle",
-    [(401, AuthError, "DSM_API_TOKEN"), (403, AuthError, "admin or operator"), (500, RemoteError, "HTTP 500")],
+    [
+        (401, AuthError, "DSM_API_TOKEN"),
+        (403, AuthError, "admin or operator"),
+        (500, RemoteError, "HTTP 500"),
+    ],
 )
 @responses.activate
 def test_http_errors_become_typed_errors(status, error, needle):

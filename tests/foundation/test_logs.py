@@ -21,7 +21,9 @@ def captured():
 
 def _failed_login() -> None:
     # What a careless library does: puts the credential into the exception text.
-    raise RuntimeError(f"login failed for admin with password {PASSWORD} at https://admin:{PASSWORD}@ome.local")
+    raise RuntimeError(
+        f"login failed for admin with password {PASSWORD} at https://admin:{PASSWORD}@ome.local"
+    )
 
 
 def test_password_never_in_log_output_or_exception_text(captured):

@@ -60,12 +60,17 @@ def test_verify_window_and_tampering():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_matches_node_on_more_values():
-    values = [{"x": 1.0e-8, "y": 123456789.125, "k": [{"b": 1, "a": 2}], "s": "\u2028\x01\t"}, [0.1, -0.0, 5e-324]]
+    values = [
+        {"x": 1.0e-8, "y": 123456789.125, "k": [{"b": 1, "a": 2}], "s": "\u2028\x01\t"},
+        [0.1, -0.0, 5e-324],
+    ]
     for value in values:
         script = (
             "const s=v=>Array.isArray(v)?v.map(s):(v&&typeof v==='object')?"
             "Object.fromEntries(Object.keys(v).sort().map(k=>[k,s(v[k])])):v;"
             "process.stdout.write(JSON.stringify(s(JSON.parse(require('fs').readFileSync(0,'utf8')))))"
         )
-        out = subprocess.run(["node", "-e", script], input=json.dumps(value), capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["node", "-e", script], input=json.dumps(value), capture_output=True, text=True, check=True
+        )
         assert canonical_json(value) == out.stdout
