@@ -1,0 +1,662 @@
+"""The one client for Redfish services (Dell iDRAC first, any standard BMC too).
+
+Shaped after OpenStack sushy: every verb goes through `RedfishClient._request`; authentication is
+a separate object (`SessionAuth`) with login and logout; which answers are worth retrying is data
+(`RETRYABLE_CODES`, `RETRYABLE_STATUSES`) plus one predicate (`retry_reason`); an HTTP answer becomes
+a typed error in one function (`error_for`).
+
+Use it as a context manager so the session is always closed::
+
+    with RedfishClient(server.ip_address, creds.username, creds.password, tls=tls, audit=cb) as bmc:
+        bmc.reset("GracefulShutdown")
+
+Entering takes the per-BMC lock (one session per BMC at a time in this process), reads the service
+root and logs in: a Redfish session (`X-Auth-Token`), or HTTP Basic per request where the service
+has no SessionService or refuses session creation (405). Resource paths are discovered from the
+Systems, Managers and Chassis collections; actions from their `target`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from lib.errors import AgentError, AuthError, ConnectivityError, ConnectRefusedError, RemoteError, TLSError
+from lib.http import NO_RETRY, HttpClient, RetryPolicy, TLSConfig
+from lib.logs import redact, register_secret
+
+log = logging.getLogger(__name__)
+
+SERVICE_ROOT = "/redfish/v1/"
+
+# Vendor message ids that mean "busy, nothing was done, ask again later" (safe to retry any verb).
+RETRYABLE_CODES: dict[str, str] = {
+    "RAC0218": "the maximum number of user sessions is reached",
+    "SYS518": "the iDRAC's data sources are unavailable (busy or starting)",
+    "SWC0700": "the iDRAC is not ready",
+}
+# Statuses worth retrying for idempotent verbs only (a POST may have been acted upon).
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "PUT"})
+# A 409 from a reset with one of these ids means the system already is in the requested state.
+ALREADY_IN_STATE_CODES = frozenset({"PSU501", "PSU502"})
+
+BUSY_RETRY = RetryPolicy(attempts=8, max_seconds=60.0, backoff_base=1.0, backoff_max=8.0)
+
+HINTS = {
+    "auth": (
+        "Check the iDRAC user name and password of this server (its credential set, its own "
+        "credentials or the IP-range match). Repeated failures make iDRAC block this address for a while."
+    ),
+    "RAC0218": (
+        "The iDRAC's session limit is used up by other clients: close idle sessions (iDRAC UI > "
+        "Sessions, or `racadm closessn`) or wait for them to time out, then retry."
+    ),
+    "busy": (
+        "The iDRAC is busy or restarting: wait a few minutes and retry. If it persists, reset the "
+        "iDRAC (`racadm racreset`)."
+    ),
+    "not_allowed": "Choose one of the values the BMC lists as allowed for this action.",
+    "missing": "This BMC does not offer the resource: check its firmware version and Redfish support.",
+    "default": "See the BMC's message; its Lifecycle log (iDRAC UI > Maintenance) has details.",
+}
+
+
+@dataclass(frozen=True)
+class RedfishCall:
+    """One HTTP exchange with a BMC, for the audit trail. Never a body, never a secret."""
+
+    address: str
+    method: str
+    path: str
+    status: int | None
+    duration_ms: int
+    success: bool
+    error: str | None = None
+    url: str = ""
+
+
+AuditFn = Callable[[RedfishCall], None]
+
+
+@dataclass(frozen=True)
+class ExtendedInfo:
+    message_id: str | None
+    message: str | None
+    resolution: str | None
+
+    @property
+    def code(self) -> str | None:
+        """The short vendor code: IDRAC.2.9.RAC0218 -> RAC0218, Base.1.12.AccessDenied -> AccessDenied."""
+        return self.message_id.rsplit(".", 1)[-1] if self.message_id else None
+
+
+def extended_info(resp: requests.Response) -> ExtendedInfo:
+    """The first @Message.ExtendedInfo entry of a Redfish error body (or the error's message)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return ExtendedInfo(None, redact(resp.text[:200]) if resp.text else None, None)
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    infos = err.get("@Message.ExtendedInfo") if isinstance(err, dict) else None
+    if isinstance(infos, list) and infos and isinstance(infos[0], dict):
+        first = infos[0]
+        return ExtendedInfo(
+            first.get("MessageId") or first.get("MessageID"),
+            redact(str(first.get("Message") or "")) or None,
+            first.get("Resolution"),
+        )
+    if isinstance(err, dict):
+        return ExtendedInfo(err.get("code"), redact(str(err.get("message") or "")) or None, None)
+    return ExtendedInfo(None, None, None)
+
+
+def retry_reason(method: str, status: int | None, code: str | None, exc: BaseException | None) -> str | None:
+    """The ONE retry predicate: why this answer is worth asking again, or None."""
+    if code in RETRYABLE_CODES:
+        return f"{code}: {RETRYABLE_CODES[code]}"
+    if isinstance(exc, ConnectRefusedError):
+        return str(exc)  # never reached the BMC (e.g. it is rebooting): safe for any verb
+    if method in IDEMPOTENT:
+        if status in RETRYABLE_STATUSES:
+            return f"HTTP {status}"
+        if isinstance(exc, ConnectivityError) and not isinstance(exc, TLSError):
+            return str(exc)
+    return None
+
+
+class RedfishError(RemoteError):
+    """The BMC answered with an error; carries its message id and resolution."""
+
+    def __init__(self, message: str, *, hint: str | None, status: int, info: ExtendedInfo) -> None:
+        super().__init__(message, hint=hint, status=status, code=info.code, remote_message=info.message)
+        self.info = info
+
+
+def error_for(resp: requests.Response, address: str, what: str) -> AgentError:
+    """Turn a failed Redfish answer into a typed error with the BMC's own message and a hint."""
+    info = extended_info(resp)
+    said = f": {info.message}" if info.message else ""
+    text = f"iDRAC {address}: {what} failed with HTTP {resp.status_code}{said}"
+    if info.code:
+        text += f" [{info.code}]"
+    if resp.status_code in (401, 403):
+        return AuthError(text, hint=HINTS["auth"])
+    if info.code == "RAC0218":
+        hint = HINTS["RAC0218"]
+    elif info.code in RETRYABLE_CODES or resp.status_code in RETRYABLE_STATUSES:
+        hint = HINTS["busy"]
+    elif info.code in ("PropertyValueNotInList", "ActionParameterValueNotInList"):
+        hint = HINTS["not_allowed"]
+    elif resp.status_code == 404:
+        hint = HINTS["missing"]
+    else:
+        hint = info.resolution or HINTS["default"]
+    return RedfishError(text, hint=hint, status=resp.status_code, info=info)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """`servers.ip_address` -> (scheme, netloc). Accepts host, host:port, [v6]:port, bare v6, or a URL."""
+    address = address.strip().rstrip("/")
+    scheme = "https"
+    if "://" in address:
+        scheme, address = address.split("://", 1)
+        address = address.split("/", 1)[0]
+    if address.count(":") > 1 and not address.startswith("["):
+        address = f"[{address}]"  # a bare IPv6 address has no port
+    return scheme, address
+
+
+# ---- one session per BMC at a time, across the whole executor process ----------------------
+_bmc_locks_guard = threading.Lock()
+_bmc_locks: dict[str, threading.Lock] = {}
+
+
+@contextmanager
+def bmc_lock(address: str, timeout: float) -> Iterator[None]:
+    """Serialize sessions to one BMC. Raises RemoteError when another operation holds it too long."""
+    key = split_address(address)[1].lower()
+    with _bmc_locks_guard:
+        lock = _bmc_locks.setdefault(key, threading.Lock())
+    if not lock.acquire(timeout=timeout):
+        raise RemoteError(
+            f"iDRAC {address}: another operation of this executor kept its session for over {timeout:.0f} s",
+            hint="Wait for the other job on this server to finish, then retry.",
+        )
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class SessionAuth:
+    """Session login with Basic fallback; `mode` is "auto" (session, else Basic), "session" or "basic"."""
+
+    def __init__(self, username: str, password: str, mode: str = "auto") -> None:
+        if mode not in ("auto", "session", "basic"):
+            raise ValueError(f"auth mode {mode!r}")
+        self.username = username
+        self._password = password
+        self.mode = mode
+        self.token: str | None = None
+        self.session_uri: str | None = None
+        self.basic = mode == "basic"
+        register_secret(password)
+
+    def __repr__(self) -> str:
+        return f"SessionAuth(user={self.username!r}, basic={self.basic}, session={self.session_uri!r})"
+
+    def apply(self, kwargs: dict[str, Any]) -> None:
+        """Add this auth to one request's keyword arguments."""
+        if self.token:
+            kwargs.setdefault("headers", {})["X-Auth-Token"] = self.token
+        elif self.basic:
+            kwargs["auth"] = (self.username, self._password)
+
+    @property
+    def can_reauth(self) -> bool:
+        return not self.basic
+
+    def login(self, client: RedfishClient) -> None:
+        if self.basic:
+            return
+        uri = client.sessions_uri()
+        if uri is None:
+            return self._fallback(client, "the service has no SessionService")
+        body = {"UserName": self.username, "Password": self._password}
+        resp = client._request("POST", uri, json=body, authenticated=False, what="login")
+        if resp.status_code == 405 and self.mode == "auto":
+            return self._fallback(client, "session creation is not allowed (HTTP 405)")
+        if resp.status_code >= 400:
+            raise error_for(resp, client.address, f"login as {self.username}")
+        token = resp.headers.get("X-Auth-Token")
+        if not token:
+            raise RemoteError(
+                f"iDRAC {client.address}: the session answer carried no X-Auth-Token",
+                hint="Set the auth mode to basic for this BMC.",
+            )
+        register_secret(token)
+        self.token = token
+        location = resp.headers.get("Location")
+        if not location:
+            try:
+                location = resp.json().get("@odata.id")
+            except ValueError:
+                location = None
+        self.session_uri = location
+
+    def _fallback(self, client: RedfishClient, why: str) -> None:
+        if self.mode == "session":
+            raise RemoteError(f"iDRAC {client.address}: {why}", hint="Allow Redfish sessions on the BMC.")
+        log.info("iDRAC %s: %s; using HTTP Basic auth per request", client.address, why)
+        self.basic = True
+
+    def logout(self, client: RedfishClient) -> None:
+        """Delete the session; never raises (a failed logout must not hide the job's own error)."""
+        token, uri = self.token, self.session_uri
+        if not token:
+            return
+        try:
+            if uri:
+                resp = client._request("DELETE", uri, what="logout", reauth=False)
+                if resp.status_code >= 400 and resp.status_code != 401:
+                    log.warning("iDRAC %s: logout answered HTTP %s", client.address, resp.status_code)
+        except AgentError as exc:
+            log.warning("iDRAC %s: logout failed: %s", client.address, exc)
+        finally:
+            self.token = None
+            self.session_uri = None
+
+    def forget(self) -> None:
+        """The BMC dropped our session (reboot, timeout): nothing to delete."""
+        self.token = None
+        self.session_uri = None
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str  # fan, temperature, power_supply, storage, processor, memory
+    name: str
+    health: str | None
+    state: str | None = None
+
+
+@dataclass
+class HealthReport:
+    health: str | None
+    health_rollup: str | None
+    power_state: str | None
+    components: list[Component] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Component]:
+        """Components that are enabled and not OK (absent parts are not problems)."""
+        return [
+            c
+            for c in self.components
+            if c.health not in (None, "OK") and c.state not in ("Absent", "Disabled")
+        ]
+
+    @property
+    def overall(self) -> str:
+        """The value for servers.overall_health: the rollup when given, else the worst seen."""
+        order = {"OK": 0, "Warning": 1, "Critical": 2}
+        seen = [h for h in (self.health_rollup, self.health) if h] + [
+            c.health for c in self.problems if c.health
+        ]
+        return max(seen, key=lambda h: order.get(h, 1), default="Unknown")
+
+
+class RedfishClient:
+    """A connection to one BMC. Not shared between threads: one client per task."""
+
+    def __init__(
+        self,
+        address: str,
+        username: str,
+        password: str,
+        *,
+        tls: TLSConfig | None = None,
+        timeout: float = 30.0,
+        audit: AuditFn | None = None,
+        auth_mode: str = "auto",
+        busy_retry: RetryPolicy = BUSY_RETRY,
+        sleep: Callable[[float], None] = time.sleep,
+        lock_timeout: float = 900.0,
+    ) -> None:
+        self.address = address
+        scheme, netloc = split_address(address)
+        self.base_url = f"{scheme}://{netloc}"
+        self.tls = tls or TLSConfig(env_prefix="IDRAC")
+        self.http = HttpClient(
+            self.base_url,
+            self.tls,
+            system=f"iDRAC {address}",
+            timeout=(min(10.0, timeout), timeout),
+            retry=NO_RETRY,
+            pool_size=2,
+        )
+        self.auth = SessionAuth(username, password, auth_mode)
+        self.audit = audit
+        self.busy_retry = busy_retry
+        self.sleep = sleep
+        self.lock_timeout = lock_timeout
+        self._root: dict[str, Any] | None = None
+        self._system_path: str | None = None
+        self._lock_cm: Any = None
+        self.calls = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> RedfishClient:
+        self._lock_cm = bmc_lock(self.address, self.lock_timeout)
+        self._lock_cm.__enter__()
+        try:
+            self.auth.login(self)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.auth.logout(self)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        self.http.close()
+        if self._lock_cm is not None:
+            cm, self._lock_cm = self._lock_cm, None
+            cm.__exit__(None, None, None)
+
+    # ---- the one request path --------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        authenticated: bool = True,
+        reauth: bool = True,
+        what: str | None = None,
+    ) -> requests.Response:
+        """Send with auth, retry busy answers within the policy, re-authenticate once on 401.
+        Returns the final response (any status); raises only for transport failures."""
+        policy = self.busy_retry
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            resp, exc = self._send_once(method, path, json, authenticated)
+            if resp is not None and resp.status_code == 401 and authenticated and reauth and self.auth.token:
+                reauth = False  # only once per call: a second 401 is a real refusal
+                log.info("iDRAC %s: session no longer valid (HTTP 401); logging in again", self.address)
+                self.auth.forget()
+                self.auth.login(self)
+                continue
+            code = extended_info(resp).code if resp is not None and resp.status_code >= 400 else None
+            why = retry_reason(method, resp.status_code if resp is not None else None, code, exc)
+            wait = policy.delay(attempt, _retry_after(resp))
+            if (
+                why is None
+                or attempt >= policy.attempts
+                or time.monotonic() - started + wait > policy.max_seconds
+            ):
+                if exc is not None:
+                    raise exc
+                assert resp is not None
+                return resp
+            log.info(
+                "iDRAC %s: %s %s: %s; retrying in %.1f s (attempt %d of %d)",
+                self.address,
+                method,
+                path,
+                why,
+                wait,
+                attempt + 1,
+                policy.attempts,
+            )
+            self.sleep(wait)
+
+    def _send_once(
+        self, method: str, path: str, body: Any, authenticated: bool
+    ) -> tuple[requests.Response | None, AgentError | None]:
+        kwargs: dict[str, Any] = {"headers": {"Accept": "application/json"}}
+        if body is not None:
+            kwargs["json"] = body
+        if authenticated:
+            self.auth.apply(kwargs)
+        self.calls += 1
+        t0 = time.monotonic()
+        try:
+            resp = self.http.request(method, path, retry=NO_RETRY, **kwargs)
+        except AgentError as exc:
+            self._audit(method, path, None, t0, str(exc))
+            return None, exc
+        err = None if resp.status_code < 400 else f"HTTP {resp.status_code} {extended_info(resp).code or ''}"
+        self._audit(method, path, resp.status_code, t0, err)
+        return resp, None
+
+    def _audit(self, method: str, path: str, status: int | None, t0: float, error: str | None) -> None:
+        if self.audit is None:
+            return
+        rel = path if path.startswith("/") else "/" + path.split("://", 1)[-1].split("/", 1)[-1]
+        call = RedfishCall(
+            address=self.address,
+            method=method,
+            path=rel.split("?", 1)[0],
+            status=status,
+            duration_ms=int((time.monotonic() - t0) * 1000),
+            success=error is None,
+            error=redact(error.strip())[:300] if error else None,
+            url=self.base_url + rel.split("?", 1)[0],
+        )
+        try:
+            self.audit(call)
+        except Exception:  # the audit trail is best effort and must never break the operation
+            log.debug("audit callback failed", exc_info=True)
+
+    # ---- verbs -----------------------------------------------------------------------------
+    def get(self, path: str, *, what: str | None = None) -> dict[str, Any]:
+        resp = self._request("GET", path)
+        if resp.status_code >= 400:
+            raise error_for(resp, self.address, what or f"GET {path}")
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise RemoteError(f"iDRAC {self.address}: GET {path} did not answer JSON") from exc
+        return body if isinstance(body, dict) else {}
+
+    def post(self, path: str, body: Any, *, what: str | None = None) -> requests.Response:
+        resp = self._request("POST", path, json=body)
+        if resp.status_code >= 400:
+            raise error_for(resp, self.address, what or f"POST {path}")
+        return resp
+
+    # ---- discovery -------------------------------------------------------------------------
+    def root(self) -> dict[str, Any]:
+        if self._root is None:
+            resp = self._request("GET", SERVICE_ROOT, authenticated=False)
+            if resp.status_code >= 400:
+                raise error_for(resp, self.address, "reading the service root")
+            self._root = resp.json()
+        return self._root
+
+    def sessions_uri(self) -> str | None:
+        """Links.Sessions; else SessionService's Sessions; else /redfish/v1/Sessions before Redfish 1.6."""
+        root = self.root()
+        link = _odata_id((root.get("Links") or {}).get("Sessions"))
+        if link:
+            return link
+        if root.get("SessionService"):
+            return "/redfish/v1/SessionService/Sessions"
+        if _version(root.get("RedfishVersion")) < (1, 6) and root.get("RedfishVersion"):
+            return "/redfish/v1/Sessions"
+        return None
+
+    def members(self, collection: str) -> list[str]:
+        body = self.get(collection, what=f"listing {collection}")
+        return [m for m in (_odata_id(x) for x in body.get("Members") or []) if m]
+
+    def _first_member(self, key: str) -> str:
+        link = _odata_id(self.root().get(key))
+        if not link:
+            raise RemoteError(f"iDRAC {self.address}: the service root has no {key}", hint=HINTS["missing"])
+        members = self.members(link)
+        if not members:
+            raise RemoteError(f"iDRAC {self.address}: the {key} collection is empty", hint=HINTS["busy"])
+        return members[0]
+
+    def system_path(self) -> str:
+        if self._system_path is None:
+            self._system_path = self._first_member("Systems")
+        return self._system_path
+
+    def manager_path(self) -> str:
+        return self._first_member("Managers")
+
+    def chassis_path(self, system: dict[str, Any] | None = None) -> str:
+        linked = ((system or {}).get("Links") or {}).get("Chassis") or []
+        return _odata_id(linked[0]) if linked and _odata_id(linked[0]) else self._first_member("Chassis")
+
+    def system(self) -> dict[str, Any]:
+        return self.get(self.system_path(), what="reading the system")
+
+    def power_state(self) -> str | None:
+        return self.system().get("PowerState")
+
+    # ---- actions ---------------------------------------------------------------------------
+    def action(self, resource: dict[str, Any], name: str, parameter: str) -> tuple[str, list[str] | None]:
+        """(target, allowed values of `parameter`) of action `name` (e.g. "#ComputerSystem.Reset")."""
+        act = (resource.get("Actions") or {}).get(name)
+        if not isinstance(act, dict) or not act.get("target"):
+            raise RemoteError(
+                f"iDRAC {self.address}: the resource offers no {name} action", hint=HINTS["missing"]
+            )
+        allowed = act.get(f"{parameter}@Redfish.AllowableValues")
+        info_uri = act.get("@Redfish.ActionInfo")
+        if allowed is None and info_uri:
+            params = self.get(info_uri, what=f"reading {name} ActionInfo").get("Parameters") or []
+            allowed = next((p.get("AllowableValues") for p in params if p.get("Name") == parameter), None)
+        return act["target"], list(allowed) if allowed is not None else None
+
+    def reset(self, reset_type: str, system: dict[str, Any] | None = None) -> bool:
+        """ComputerSystem.Reset. Returns False when the BMC says the system already is in that
+        state (Dell 409 PSU501/PSU502), True when the reset was accepted."""
+        system = system or self.system()
+        target, allowed = self.action(system, "#ComputerSystem.Reset", "ResetType")
+        if allowed is not None and reset_type not in allowed:
+            raise RemoteError(
+                f"iDRAC {self.address}: reset type {reset_type} is not allowed here (allowed: {', '.join(allowed)})",
+                hint=HINTS["not_allowed"],
+            )
+        resp = self._request("POST", target, json={"ResetType": reset_type})
+        if resp.status_code == 409 and extended_info(resp).code in ALREADY_IN_STATE_CODES:
+            return False
+        if resp.status_code >= 400:
+            raise error_for(resp, self.address, f"reset {reset_type}")
+        return True
+
+    # ---- health ----------------------------------------------------------------------------
+    def health(self) -> HealthReport:
+        system = self.system()
+        status = system.get("Status") or {}
+        report = HealthReport(status.get("Health"), status.get("HealthRollup"), system.get("PowerState"))
+        for key, kind in (("ProcessorSummary", "processor"), ("MemorySummary", "memory")):
+            st = (system.get(key) or {}).get("Status") or {}
+            if st:
+                report.components.append(
+                    Component(kind, key, st.get("HealthRollup") or st.get("Health"), st.get("State"))
+                )
+        chassis = self.get(self.chassis_path(system), what="reading the chassis")
+        report.components += self._thermal(chassis) + self._power(chassis)
+        report.components += self._storage(system)
+        return report
+
+    def _thermal(self, chassis: dict[str, Any]) -> list[Component]:
+        out: list[Component] = []
+        sub = _odata_id(chassis.get("ThermalSubsystem"))
+        legacy = _odata_id(chassis.get("Thermal"))
+        if legacy:
+            body = self.get(legacy, what="reading Thermal")
+            out += [_component("fan", f) for f in body.get("Fans") or []]
+            out += [_component("temperature", t) for t in body.get("Temperatures") or []]
+        elif sub:
+            fans = _odata_id(self.get(sub, what="reading ThermalSubsystem").get("Fans"))
+            out += [_component("fan", self.get(m)) for m in (self.members(fans) if fans else [])]
+        return out
+
+    def _power(self, chassis: dict[str, Any]) -> list[Component]:
+        legacy = _odata_id(chassis.get("Power"))
+        sub = _odata_id(chassis.get("PowerSubsystem"))
+        if legacy:
+            return [
+                _component("power_supply", p)
+                for p in self.get(legacy, what="reading Power").get("PowerSupplies") or []
+            ]
+        if sub:
+            psus = _odata_id(self.get(sub, what="reading PowerSubsystem").get("PowerSupplies"))
+            return [_component("power_supply", self.get(m)) for m in (self.members(psus) if psus else [])]
+        return []
+
+    def _storage(self, system: dict[str, Any]) -> list[Component]:
+        link = _odata_id(system.get("Storage"))
+        out: list[Component] = []
+        for member in self.members(link) if link else []:
+            body = self.get(member, what="reading storage")
+            ctls = body.get("StorageControllers") or []
+            if ctls:
+                out += [_component("storage", c, fallback=body.get("Id")) for c in ctls]
+            else:
+                out.append(_component("storage", body))
+        return out
+
+
+def _component(kind: str, item: dict[str, Any], fallback: str | None = None) -> Component:
+    st = item.get("Status") or {}
+    name = item.get("Name") or item.get("MemberId") or item.get("Id") or fallback or kind
+    return Component(kind, str(name), st.get("Health"), st.get("State"))
+
+
+def _odata_id(link: Any) -> str | None:
+    return link.get("@odata.id") if isinstance(link, dict) else None
+
+
+def _version(text: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in str(text).split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
+def _retry_after(resp: requests.Response | None) -> float | None:
+    value = resp.headers.get("Retry-After") if resp is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def tls_for(base: TLSConfig, requires_legacy_ssl: bool) -> TLSConfig:
+    """The server's TLS: the configured policy, with legacy ciphers when the server row asks for them."""
+    return dataclasses.replace(base, legacy=True) if requires_legacy_ssl and not base.legacy else base
+
+
+@functools.lru_cache(maxsize=1)
+def default_settings() -> Any:
+    """IDRAC_* settings of this process, read once (the executor's environment and .env)."""
+    from lib.config import Env, idrac_settings
+
+    env = Env()
+    settings = idrac_settings(env)
+    env.check()
+    return settings
