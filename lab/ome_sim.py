@@ -96,6 +96,7 @@ def _mgmt(mid: int, address: str, agent: str, version: str, i: int, dns: str = "
 
 
 def _idrac_ip(i: int) -> str:
+    i += 1  # no address ending in .0
     return f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
 
 

@@ -1,0 +1,149 @@
+"""Generic batch delivery: send records in batches, de-duplicate, and isolate the bad ones.
+
+A sink like DSM's openmanage-sync upserts a whole batch in one statement, so one conflicting
+record fails the whole batch. `deliver` splits a failed batch in halves, recursively, until the
+failing records stand alone: every other record is saved and each bad one is reported with the
+backend's message. Whether a batch failed is the caller's judgement (`send_batch` returns a
+`BatchOutcome`), because each sink signals it differently (the OME sync: HTTP 200 with a
+"Bulk upsert failed:" error entry).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# After this many single records failed in a row with the same message, the backend is failing
+# everything (not one record): stop probing it record by record.
+SAME_FAILURE_LIMIT = 8
+
+
+@dataclass
+class BatchOutcome:
+    """What one request achieved: ok (with counts) or failed as a whole (with the reason)."""
+
+    ok: bool
+    message: str = ""
+    new: int = 0
+    updated: int = 0
+    auto_linked: int = 0
+    item_errors: list[str] = field(default_factory=list)  # errors for single records of a saved batch
+
+    @classmethod
+    def failed(cls, message: str) -> BatchOutcome:
+        return cls(ok=False, message=message)
+
+
+@dataclass
+class Rejected(Generic[T]):
+    item: T
+    reason: str
+
+
+@dataclass
+class DeliveryResult(Generic[T]):
+    sent: int = 0  # records handed to a successful request
+    new: int = 0
+    updated: int = 0
+    auto_linked: int = 0
+    requests: int = 0
+    batches: int = 0
+    split_requests: int = 0  # extra requests spent isolating bad records
+    failed: list[Rejected[T]] = field(default_factory=list)
+    duplicates: list[Rejected[T]] = field(default_factory=list)
+    item_errors: list[str] = field(default_factory=list)
+
+    @property
+    def saved(self) -> int:
+        return self.sent
+
+
+class _Delivery(Generic[T]):
+    def __init__(self, send_batch: Callable[[list[T]], BatchOutcome], result: DeliveryResult[T]) -> None:
+        self.send_batch = send_batch
+        self.result = result
+        self._last_single: str | None = None
+        self._same_in_a_row = 0
+
+    def send(self, batch: list[T], *, split: bool = False) -> None:
+        if self._same_in_a_row >= SAME_FAILURE_LIMIT:
+            reason = f"not sent: the backend failed every record ({self._last_single})"
+            self.result.failed.extend(Rejected(item, reason) for item in batch)
+            return
+        outcome = self.send_batch(batch)
+        self.result.requests += 1
+        self.result.split_requests += int(split)
+        if outcome.ok:
+            self._same_in_a_row = 0
+            self.result.sent += len(batch)
+            self.result.new += outcome.new
+            self.result.updated += outcome.updated
+            self.result.auto_linked += outcome.auto_linked
+            self.result.item_errors.extend(outcome.item_errors)
+            return
+        if len(batch) == 1:
+            self._note_single_failure(outcome.message)
+            self.result.failed.append(Rejected(batch[0], outcome.message))
+            return
+        log.info(
+            "a batch of %d failed (%s): splitting it to isolate the bad record(s)",
+            len(batch),
+            outcome.message,
+        )
+        middle = len(batch) // 2
+        self.send(batch[:middle], split=True)
+        self.send(batch[middle:], split=True)
+
+    def _note_single_failure(self, message: str) -> None:
+        if message == self._last_single:
+            self._same_in_a_row += 1
+        else:
+            self._last_single, self._same_in_a_row = message, 1
+
+
+def deliver(
+    items: Iterable[T],
+    send_batch: Callable[[list[T]], BatchOutcome],
+    *,
+    batch_size: int,
+    key: Callable[[T], Hashable] | None = None,
+    on_batch: Callable[[DeliveryResult[T]], None] | None = None,
+) -> DeliveryResult[T]:
+    """Send `items` (consumed lazily) in batches of `batch_size`.
+
+    Within a batch, a record whose `key` repeats an earlier one's is not sent (a single upsert
+    cannot touch one row twice) and is listed in `duplicates`; the first one is kept.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    result: DeliveryResult[T] = DeliveryResult()
+    delivery = _Delivery(send_batch, result)
+    batch: list[T] = []
+    keys: dict[Hashable, T] = {}
+
+    def flush() -> None:
+        if batch:
+            result.batches += 1
+            delivery.send(list(batch))
+            batch.clear()
+            keys.clear()
+            if on_batch is not None:
+                on_batch(result)
+
+    for item in items:
+        if key is not None:
+            k = key(item)
+            if k in keys:
+                result.duplicates.append(Rejected(item, f"duplicate key {k!r} in the same batch"))
+                continue
+            keys[k] = item
+        batch.append(item)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return result
