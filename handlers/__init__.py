@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 HANDLERS: dict[str, str] = {
     "health_check": "handlers.health:HealthCheckHandler",
     "power_action": "handlers.power:PowerActionHandler",
-    "test_credentials": "handlers.credentials:TestCredentialsHandler",
+    "test_credentials": "handlers.credentials_test:TestCredentialsHandler",
 }
 
 _lock = threading.Lock()

@@ -660,3 +660,45 @@ def default_settings() -> Any:
     settings = idrac_settings(env)
     env.check()
     return settings
+
+
+def busy_policy() -> RetryPolicy:
+    """BUSY_RETRY bounded by IDRAC_BUSY_RETRY_SECONDS."""
+    from lib.config import Env
+
+    return dataclasses.replace(BUSY_RETRY, max_seconds=Env().float("IDRAC_BUSY_RETRY_SECONDS", min=0))
+
+
+def audit_to_context(ctx: Any, server_id: str | None) -> AuditFn:
+    """An audit callback writing each call as an idrac_commands row through the job context."""
+
+    def record(call: RedfishCall) -> None:
+        ctx.audit(
+            server_id=server_id,
+            command_type=call.method,
+            endpoint=call.path,
+            full_url=call.url,
+            status_code=call.status,
+            response_time_ms=call.duration_ms,
+            success=call.success,
+            error_message=call.error,
+            operation_type="idrac_api",
+        )
+
+    return record
+
+
+def client_for(ctx: Any, server: Any, credentials: Any, *, settings: Any = None) -> RedfishClient:
+    """A client for one `servers` row inside a job: TLS from IDRAC_* (legacy when the row asks),
+    audit to idrac_commands, retries that wake on cancel (ctx.sleep). Use it with `with`."""
+    settings = settings or default_settings()
+    return RedfishClient(
+        server.ip_address,
+        credentials.username,
+        credentials.password,
+        tls=tls_for(settings.tls, bool(getattr(server, "requires_legacy_ssl", False))),
+        timeout=settings.timeout,
+        audit=audit_to_context(ctx, getattr(server, "id", None) or None),
+        busy_retry=busy_policy(),
+        sleep=ctx.sleep,
+    )

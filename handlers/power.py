@@ -1,0 +1,195 @@
+"""power_action: a Redfish ComputerSystem.Reset on each target server, then wait for the state.
+
+details.action is a Redfish ResetType. Idempotent: On when already On, GracefulShutdown or ForceOff
+when already Off, succeed without a reset. A graceful action is never escalated to a forced one:
+when GracefulShutdown does not power the server off in time, the server fails with the hint to use
+ForceOff. servers.power_state is written with what the BMC reports at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from handlers.base import (
+    Handler,
+    InvalidJobInput,
+    Job,
+    JobContext,
+    Server,
+    TaskHandle,
+    raise_for_failed_targets,
+)
+from lib.config import Env
+from lib.errors import ConnectivityError, RemoteError
+from lib.redfish import RETRYABLE_CODES, client_for
+
+log = logging.getLogger(__name__)
+
+RESET_TYPES = (
+    "On",
+    "GracefulShutdown",
+    "GracefulRestart",
+    "ForceRestart",
+    "ForceOff",
+    "PowerCycle",
+    "PushPowerButton",
+    "Nmi",
+)
+_BY_LOWER = {t.lower(): t for t in RESET_TYPES}
+RESTARTS = ("GracefulRestart", "ForceRestart", "PowerCycle")
+MAX_WORKERS = 32  # iDRAC concurrency itself is bounded by the runner's iDRAC slots
+
+
+def wanted_state(action: str, before: str | None) -> str | None:
+    """The power state an action ends in (None: nothing to wait for)."""
+    if action in ("On", *RESTARTS):
+        return "On"
+    if action in ("GracefulShutdown", "ForceOff"):
+        return "Off"
+    if action == "PushPowerButton":
+        return "Off" if before == "On" else "On"
+    return None  # Nmi
+
+
+def already_done(action: str, state: str | None) -> bool:
+    return (action == "On" and state == "On") or (
+        action in ("GracefulShutdown", "ForceOff") and state == "Off"
+    )
+
+
+def _number(details: Any, key: str, default: float, minimum: float) -> float:
+    value = details.get(key)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidJobInput(f"details.{key}", f"{value!r} is not a number") from None
+    if number < minimum:
+        raise InvalidJobInput(f"details.{key}", f"{number} is below {minimum}")
+    return number
+
+
+class PowerActionHandler(Handler):
+    job_types = ("power_action",)
+    uses_idrac = True
+
+    def validate(self, job: Job) -> dict[str, Any]:
+        d = job.details
+        raw = d.get("action") or d.get("power_action") or d.get("reset_type")
+        if not raw:
+            raise InvalidJobInput("details.action", f"missing; one of {', '.join(RESET_TYPES)}")
+        action = _BY_LOWER.get(str(raw).strip().lower())
+        if action is None:
+            raise InvalidJobInput(
+                "details.action",
+                f"{raw!r} is not a Redfish ResetType; one of {', '.join(RESET_TYPES)}",
+                hint="'Off' is ambiguous: use GracefulShutdown (asks the OS) or ForceOff (cuts power).",
+            )
+        env = Env()
+        return {
+            "action": action,
+            "timeout": _number(d, "timeout_seconds", env.float("POWER_ACTION_TIMEOUT", min=1), 1),
+            "poll": _number(d, "poll_interval_seconds", env.float("POWER_POLL_SECONDS", min=0.05), 0.05),
+            "wait": bool(d.get("wait", True)),
+        }
+
+    def execute(self, ctx: JobContext, params: dict[str, Any]) -> None:
+        targets = ctx.targets()
+        action = params["action"]
+        with ctx.step(f"{action} on {len(targets)} server(s)", retry_safe=action in ("On", "ForceOff")):
+            results = ctx.run_per_target(
+                targets, lambda s, t: self.one(ctx, params, s, t), max_workers=min(MAX_WORKERS, len(targets))
+            )
+        done = [r.value for r in results if r.ok]
+        ctx.set_result(
+            action=action,
+            servers=done,
+            failed=[
+                {"server_id": r.target.id, "server": r.target.label, "error": r.error}
+                for r in results
+                if not r.ok
+            ],
+        )
+        raise_for_failed_targets(results)
+
+    def one(
+        self, ctx: JobContext, params: dict[str, Any], server: Server, task: TaskHandle
+    ) -> dict[str, Any]:
+        action = params["action"]
+        creds = ctx.credentials_for(server)
+        with client_for(ctx, server, creds) as bmc:
+            system = bmc.system()
+            before = system.get("PowerState")
+            task.log(f"power state is {before}; requested {action}")
+            if already_done(action, before):
+                task.log(f"already {before}: nothing to do")
+                ctx.store.update_server(server.id, power_state=before)
+                return _summary(server, action, before, before, changed=False)
+            if action in RESTARTS and before == "Off":
+                raise RemoteError(
+                    f"{action} needs the server powered on, but it is Off",
+                    hint="Use the On action to power the server on.",
+                )
+            changed = bmc.reset(action, system)
+            task.log(
+                f"{action} accepted by the iDRAC" if changed else f"iDRAC reports the server already {before}"
+            )
+            task.progress(30)
+            want = wanted_state(action, before)
+            after = before
+            if want and params["wait"]:
+                after = self._wait(ctx, bmc, task, server, action, want, params)
+            elif want is None:
+                after = bmc.power_state()
+            ctx.store.update_server(server.id, power_state=after)
+            task.log(f"power state is now {after}")
+            return _summary(server, action, before, after, changed=changed)
+
+    def _wait(
+        self, ctx: JobContext, bmc: Any, task: TaskHandle, server: Server, action: str, want: str, p: dict
+    ) -> str:
+        seen: dict[str, str | None] = {"state": None}
+
+        def reached() -> str | None:
+            try:
+                state = bmc.power_state()
+            except ConnectivityError as exc:  # BMC rebooting or busy: keep waiting, the deadline bounds it
+                log.info("%s: power state unreadable while waiting: %s", server.label, exc)
+                return None
+            except RemoteError as exc:
+                if exc.code in RETRYABLE_CODES or exc.status in (502, 503, 504):
+                    return None
+                raise
+            seen["state"] = state
+            return state if state == want else None
+
+        try:
+            return ctx.wait_for(reached, timeout=p["timeout"], interval=p["poll"], what=f"power state {want}")
+        except TimeoutError:
+            if seen["state"]:
+                ctx.store.update_server(server.id, power_state=seen["state"])
+            if action == "GracefulShutdown":
+                raise RemoteError(
+                    f"GracefulShutdown: the server did not power off within {p['timeout']:.0f} s "
+                    f"(power state {seen['state']}); the operating system did not shut down",
+                    hint="Check the OS console; to cut power anyway run power_action ForceOff (unsaved data is lost).",
+                ) from None
+            raise RemoteError(
+                f"{action}: power state {want} not reached within {p['timeout']:.0f} s (last seen {seen['state']})",
+                hint="Check the server in the iDRAC UI (Lifecycle log); raise details.timeout_seconds if it is slow.",
+            ) from None
+
+
+def _summary(
+    server: Server, action: str, before: str | None, after: str | None, *, changed: bool
+) -> dict[str, Any]:
+    return {
+        "server_id": server.id,
+        "server": server.label,
+        "action": action,
+        "before": before,
+        "after": after,
+        "changed": changed,
+    }
