@@ -1,0 +1,139 @@
+"""Sign in to DSM's Supabase Auth with DSM_EMAIL and DSM_PASSWORD, for a user JWT.
+
+`POST {SUPABASE_URL}/auth/v1/token?grant_type=password` with `{"email", "password"}` (what
+supabase-py's `auth.sign_in_with_password` sends), through lib/http.py like every other call.
+The operator no longer pastes a JWT from a browser: the token is fetched per run and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lib.config import DsmSettings
+from lib.errors import AuthError, ConfigError, RemoteError
+from lib.http import HttpClient, RetryPolicy, error_for_response, remote_message
+from lib.logs import register_secret
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "DSM sign-in (Supabase Auth)"
+# Sign-in has no side effects beyond rate limiting: retry only what is clearly transient, briefly.
+SIGN_IN_RETRY = RetryPolicy(attempts=3, max_seconds=15.0, statuses=frozenset({502, 503, 504}))
+
+BAD_CREDENTIALS_HINT = (
+    "Check DSM_EMAIL and DSM_PASSWORD: they are the e-mail and password you sign in to DSM with "
+    "(the user needs the admin or operator role). Or set DSM_JWT_TOKEN or EXECUTOR_SHARED_SECRET instead."
+)
+
+
+def _auth_url(settings: DsmSettings) -> str:
+    if settings.supabase_url:
+        return settings.supabase_url.rstrip("/") + "/auth/v1"
+    if settings.edge_function_url and "/functions/v1/" in settings.edge_function_url:
+        return settings.edge_function_url.split("/functions/v1/", 1)[0] + "/auth/v1"
+    raise ConfigError("SUPABASE_URL is required to sign in with DSM_EMAIL and DSM_PASSWORD.")
+
+
+def sign_in_with_password(settings: DsmSettings, *, timeout: tuple[float, float] = (5.0, 30.0)) -> str:
+    """The access token (JWT) of DSM_EMAIL; raises AuthError naming the variables on a wrong login."""
+    if not settings.email or not settings.password:
+        missing = " and ".join(
+            n for n, v in (("DSM_EMAIL", settings.email), ("DSM_PASSWORD", settings.password)) if not v
+        )
+        raise ConfigError(f"{missing} must be set to sign in to DSM.", hint=BAD_CREDENTIALS_HINT)
+    headers = {"Content-Type": "application/json"}
+    if settings.anon_key:
+        # Supabase's gateway refuses any call without an API key, sign-in included.
+        headers["apikey"] = settings.anon_key
+        headers["Authorization"] = f"Bearer {settings.anon_key}"
+    with HttpClient(
+        _auth_url(settings), settings.tls, system="DSM backend", timeout=timeout, retry=SIGN_IN_RETRY
+    ) as http:
+        resp = http.post(
+            "token",
+            params={"grant_type": "password"},
+            json={"email": settings.email, "password": settings.password},
+            headers=headers,
+            idempotent=True,
+        )
+    if resp.status_code in (400, 401, 403, 422):
+        raise _login_error(resp, settings)
+    if resp.status_code == 429:
+        raise AuthError(
+            "DSM sign-in is rate limited (HTTP 429): too many attempts.",
+            hint="Wait a few minutes before the next run; check that DSM_PASSWORD is right.",
+        )
+    if resp.status_code >= 400:
+        raise error_for_response(resp, system=SYSTEM)
+    token = _access_token(resp)
+    register_secret(token)
+    log.info("signed in to DSM as %s", settings.email)
+    return token
+
+
+def _access_token(resp: Any) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise RemoteError(
+            f"{SYSTEM} answered HTTP {resp.status_code} without an access token.",
+            status=resp.status_code,
+            hint="Check SUPABASE_URL points at the DSM project's Supabase URL.",
+        )
+    return token
+
+
+def _login_error(resp: Any, settings: DsmSettings) -> AuthError:
+    _, message = remote_message(resp)
+    text = (message or "").lower()
+    if "api key" in text or "apikey" in text:
+        return AuthError(
+            f"DSM refused the sign-in: {message} (HTTP {resp.status_code}).",
+            hint="Set SUPABASE_ANON_KEY to the DSM project's anon (public) key.",
+        )
+    if "not confirmed" in text:
+        return AuthError(
+            f"DSM user {settings.email} has not confirmed the e-mail address (DSM_EMAIL).",
+            hint="Confirm the address from the sign-up e-mail, or ask a DSM admin to confirm the user.",
+        )
+    return AuthError(
+        f"DSM rejected the sign-in of {settings.email} (DSM_EMAIL / DSM_PASSWORD): "
+        f"{message or 'invalid login credentials'} (HTTP {resp.status_code}).",
+        hint=BAD_CREDENTIALS_HINT,
+    )
+
+
+def check_jwt(settings: DsmSettings, jwt: str, *, timeout: tuple[float, float] = (5.0, 30.0)) -> str | None:
+    """Ask Supabase Auth whether DSM_JWT_TOKEN is still valid (`GET /auth/v1/user`), so an expired
+    token fails before anything else is touched. Returns the user's e-mail when the server says.
+
+    A server without that endpoint (404) is not an error: the token is then tried on first use.
+    """
+    headers = {"Authorization": f"Bearer {jwt}"}
+    if settings.anon_key:
+        headers["apikey"] = settings.anon_key
+    with HttpClient(
+        _auth_url(settings), settings.tls, system="DSM backend", timeout=timeout, retry=SIGN_IN_RETRY
+    ) as http:
+        resp = http.get("user", headers=headers)
+    if resp.status_code in (401, 403):
+        _, message = remote_message(resp)
+        raise AuthError(
+            f"DSM rejected DSM_JWT_TOKEN: {message or 'invalid or expired token'} (HTTP {resp.status_code}).",
+            hint="A DSM JWT expires after about an hour: set DSM_EMAIL and DSM_PASSWORD instead, so each run "
+            "signs in by itself, or paste a fresh token.",
+        )
+    if resp.status_code == 404:
+        log.debug("the DSM backend has no /auth/v1/user; DSM_JWT_TOKEN will be checked on first use")
+        return None
+    if resp.status_code >= 400:
+        raise error_for_response(resp, system=SYSTEM)
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body.get("email") if isinstance(body, dict) else None
