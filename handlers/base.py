@@ -67,7 +67,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from lib.errors import AgentError
@@ -80,7 +79,7 @@ from lib.executor.errors import (
     ShutdownInterrupt,
     UnknownJobType,
 )
-from lib.executor.models import Credentials, Job, JobStatus, Phase, Priority, Server
+from lib.executor.models import Credentials, Job, JobStatus, Phase, Priority, Server, TargetResult
 
 __all__ = [
     "AlreadyDone",
@@ -106,16 +105,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class TargetResult:
-    """Outcome of one target in ctx.run_per_target: value when ok, else the error message."""
-
-    target: Server
-    ok: bool
-    value: Any = None
-    error: str | None = None
 
 
 class TargetsFailed(AgentError):

@@ -205,3 +205,13 @@ class Credentials:
 
     def __str__(self) -> str:
         return f"{self.username} (from {self.source})"
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """Outcome of one target in ctx.run_per_target: value when ok, else the error message."""
+
+    target: Server
+    ok: bool
+    value: Any = None
+    error: str | None = None

@@ -1,0 +1,387 @@
+"""The executor daemon: poll, claim, run jobs in threads, keep leases, heartbeat, drain on SIGTERM.
+
+Threads:
+  main     the poll loop: rescue stale leases, claim up to the free slots, start job threads.
+  keeper   flushes each job's write buffer, watches job states (cancel within ~1.5 s) and renews
+           leases every third of the lease.
+  beat     the executor_heartbeats row every EXECUTOR_HEARTBEAT_SECONDS, activity settings refresh.
+  job-*    one per running job (at most EXECUTOR_MAX_CONCURRENT_JOBS), each a runner.JobRun.
+The loop never touches SQL (store.py does) and never dies of a backend error: it backs off (capped)
+and resumes, while running jobs keep going with their writes buffered.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import handlers as registry
+from lib import __version__
+from lib.errors import AgentError
+from lib.executor.context import Services
+from lib.executor.errors import JobCancelled, LeaseLost, ShutdownInterrupt
+from lib.executor.notify import SystemdNotifier
+from lib.executor.runner import JobRun
+from lib.executor.store import JobState, JobStore
+
+log = logging.getLogger(__name__)
+
+STATE_POLL_SECONDS = 1.5  # how often running jobs' states are read (cancel noticed within ~2 s)
+KEEPER_TICK = 0.3
+BACKOFF_MAX = 30.0
+SHUTDOWN_GRACE = 10.0  # after the drain: time for interrupted handlers to unwind and record
+
+
+@dataclass
+class Stats:
+    poll_count: int = 0
+    jobs_processed: int = 0
+    claims: int = 0
+    last_error: str | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    unhandled_pending: list[str] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Any,  # lib.config.ExecutorSettings
+        store: JobStore,
+        services: Services,
+        *,
+        once: bool = False,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.services = services
+        self.once = once
+        self.notifier = notifier or SystemdNotifier()
+        self.stats = Stats()
+        self.active: dict[str, JobRun] = {}
+        self._active_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._force = threading.Event()
+        self._keeper_stop = threading.Event()
+        self._give_up = threading.Event()  # set at the very end: stop retrying final writes
+        self._threads: list[threading.Thread] = []
+        self.job_types, self.unknown_configured = self._types()
+        self._idrac_types = {jt for jt in self.job_types if _uses_idrac(jt)}
+
+    # -- configuration -------------------------------------------------------------------------
+    def _types(self) -> tuple[list[str], list[str]]:
+        available = registry.available_types()
+        wanted = list(self.settings.job_types or ())
+        if wanted:
+            return [t for t in wanted if t in available], [t for t in wanted if t not in available]
+        return available, []
+
+    def claimable_types(self) -> list[str]:
+        if self.services.idrac_slots.paused:
+            return [t for t in self.job_types if t not in self._idrac_types]
+        return list(self.job_types)
+
+    # -- control -------------------------------------------------------------------------------
+    def request_stop(self, force: bool = False) -> None:
+        """Signal handler entry: stop claiming; with force, interrupt running jobs now."""
+        self._stop.set()
+        if force:
+            self._force.set()
+        self._wake.set()
+
+    # -- main ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        log.info(
+            "executor %s starting: types=%s max_jobs=%d poll=%.2gs lease=%ds",
+            self.settings.executor_id,
+            ",".join(self.job_types) or "(none)",
+            self.settings.max_concurrent_jobs,
+            self.settings.poll_interval,
+            self.store.lease_seconds,
+        )
+        if self.unknown_configured:
+            log.warning(
+                "EXECUTOR_JOB_TYPES names types no handler here knows: %s", ", ".join(self.unknown_configured)
+            )
+        if not self.job_types:
+            log.warning("no job types to serve: this executor will claim nothing")
+        self._start_thread("keeper", self._keeper)
+        self._start_thread("beat", self._heartbeat_loop)
+        try:
+            self._poll_loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _start_thread(self, name: str, target: Any) -> None:
+        t = threading.Thread(target=target, name=f"{name}-{self.settings.executor_id}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _poll_loop(self) -> None:
+        startup_done = False
+        backoff = 0.0
+        next_rescue = 0.0
+        while not self._stop.is_set():
+            self.notifier.watchdog()
+            try:
+                if not startup_done:
+                    for row in self.store.fail_stale(own_only=True):
+                        log.warning(
+                            "failed own job %s left running by a previous run (step %s)",
+                            row.get("job_id"),
+                            row.get("step"),
+                        )
+                    startup_done = True
+                now = time.monotonic()
+                if now >= next_rescue:
+                    for row in self.store.fail_stale(own_only=False):
+                        log.warning(
+                            "job %s: executor %s stopped responding during step %s; marked failed",
+                            row.get("job_id"),
+                            row.get("executor_id"),
+                            row.get("step"),
+                        )
+                    next_rescue = now + max(self.settings.poll_interval, 2.0)
+                free = self.settings.max_concurrent_jobs - len(self.active)
+                rows = self.store.claim(self.claimable_types(), free) if free > 0 else []
+                self.stats.poll_count += 1
+                if backoff:
+                    log.info("backend reachable again")
+                backoff = 0.0
+                self.notifier.ready(f"serving {len(self.job_types)} job types")
+            except AgentError as exc:
+                backoff = min(max(1.0, backoff * 2), BACKOFF_MAX)
+                self.stats.last_error = f"backend: {exc}"
+                log.warning("poll failed (%s); retrying in %.0f s", exc, backoff)
+                self.notifier.status(f"backend unreachable: {exc}")
+                self._wait(backoff)
+                continue
+            for row in rows:
+                self._start_job(row)
+            if self.once and not rows and not self.active:
+                log.info("--once: nothing runnable left")
+                return
+            if rows and len(rows) >= free:
+                self._wait(
+                    0.0
+                    if len(self.active) < self.settings.max_concurrent_jobs
+                    else self.settings.poll_interval
+                )
+            elif not rows:
+                self._wait(self.settings.poll_interval)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking on a freed slot or a signal; keeps the watchdog fed."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            slice_ = min(left, self.notifier.watchdog_interval or left)
+            if self._wake.wait(slice_):
+                self._wake.clear()
+                return
+            self.notifier.watchdog()
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def _start_job(self, row: dict[str, Any]) -> None:
+        run = JobRun(row, self.services, give_up=self._give_up)
+        with self._active_lock:
+            self.active[run.job_id] = run
+        self.stats.claims += 1
+        t = threading.Thread(target=self._job_thread, args=(run,), name=f"job-{run.job_id[:8]}", daemon=True)
+        t.start()
+
+    def _job_thread(self, run: JobRun) -> None:
+        try:
+            outcome = run.run()
+            log.info("job %s: %s", run.job_id, outcome.status)
+        except BaseException:  # never let a job thread die silently
+            log.exception("job %s: job thread crashed", run.job_id)
+        finally:
+            with self._active_lock:
+                self.active.pop(run.job_id, None)
+            self.stats.jobs_processed += 1
+            self._wake.set()
+
+    # -- keeper: flush, watch, renew -------------------------------------------------------------
+    def _keeper(self) -> None:
+        next_state = 0.0
+        next_renew = time.monotonic() + self.store.lease_seconds / 3
+        while not self._keeper_stop.wait(KEEPER_TICK):
+            with self._active_lock:
+                runs = list(self.active.values())
+            for r in runs:
+                if r.writer.pending:
+                    r.writer.flush()
+            now = time.monotonic()
+            if not runs or now < next_state:
+                continue
+            live = [r for r in runs if not r.writer.lost and not r.writer.finished_status]
+            if not live:
+                continue
+            claims = [r.claim for r in live]
+            try:
+                if now >= next_renew:
+                    states = self.store.renew(claims)
+                    next_renew = now + self.store.lease_seconds / 3
+                else:
+                    states = self.store.job_states(claims)
+                next_state = now + STATE_POLL_SECONDS
+            except AgentError as exc:
+                log.debug("keeper: backend call failed: %s", exc)
+                next_state = now + 1.0
+                continue
+            by_id = {r.job_id: r for r in live}
+            for st in states:
+                run = by_id.get(st.job_id)
+                if run is not None:
+                    self._dispatch(run, st)
+
+    def _dispatch(self, run: JobRun, st: JobState) -> None:
+        if run.writer.finished_status:
+            return
+        if st.owned and st.status == "running":
+            if st.graceful_cancel and run.ctx is not None and not run.ctx.graceful_cancel_requested:
+                run.ctx.graceful_cancel_requested = True
+                run.ctx.log("graceful cancel requested: finishing the current target, then stopping", "WARN")
+            return
+        if st.owned and st.status == "cancelled":
+            if not run.writer.allow_cancelled:
+                log.info("job %s: cancelled by the UI during step %s", run.job_id, run.current_step)
+            run.writer.allow_cancelled = True
+            run.interrupt(JobCancelled)
+            return
+        log.warning("job %s: no longer ours (status %s); stopping work on it", run.job_id, st.status)
+        run.writer.mark_lost()
+        run.interrupt(LeaseLost)
+
+    # -- heartbeat -----------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while True:
+            self.heartbeat_once()
+            if self._keeper_stop.wait(self.settings.heartbeat_seconds):
+                return
+
+    def heartbeat_once(self) -> None:
+        try:
+            settings = self.store.activity_settings()
+            if settings:
+                self.services.idrac_slots.set_limit(int(settings.get("idrac_max_concurrent") or 4))
+                self.services.idrac_slots.paused = bool(settings.get("pause_idrac_operations"))
+            self.stats.unhandled_pending = self._unhandled_pending()
+            self.store.heartbeat(self.heartbeat_row())
+        except AgentError as exc:
+            log.debug("heartbeat failed: %s", exc)
+
+    def _unhandled_pending(self) -> list[str]:
+        from lib.dsm.rest import in_list
+
+        params = {"status": "eq.pending"}
+        if self.job_types:
+            params["job_type"] = "not." + in_list(self.job_types)
+        rows = self.store.rest.select("jobs", params, columns="job_type", limit=500)
+        return sorted({str(r["job_type"]) for r in rows})
+
+    def heartbeat_row(self) -> dict[str, Any]:
+        last_error = self.stats.last_error
+        if self.stats.unhandled_pending and not last_error:
+            last_error = "pending jobs of types no handler here serves (left pending): " + ", ".join(
+                self.stats.unhandled_pending
+            )
+        with self._active_lock:
+            running = [{"job_id": r.job_id, "step": r.current_step} for r in self.active.values()]
+        return {
+            "executor_id": self.settings.executor_id,
+            "hostname": socket.gethostname(),
+            "ip_address": _local_ip(),
+            "version": __version__,
+            "capabilities": {
+                "job_types": self.job_types,
+                "unavailable_handlers": registry.broken_types(),
+                "unknown_configured_types": self.unknown_configured,
+                "pending_unhandled_types": self.stats.unhandled_pending,
+                "max_concurrent_jobs": self.settings.max_concurrent_jobs,
+                "running": running,
+                "draining": self._stop.is_set(),
+            },
+            "last_seen_at": datetime.now(UTC).isoformat(),
+            "poll_count": self.stats.poll_count,
+            "jobs_processed": self.stats.jobs_processed,
+            "startup_time": self.stats.started_at.isoformat(),
+            "last_error": last_error,
+        }
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        if self.active:
+            self.notifier.stopping()
+            drain = 0.0 if self._force.is_set() else self.settings.drain_seconds
+            log.info("stopping: waiting up to %.0f s for %d running jobs", drain, len(self.active))
+            self.notifier.status(f"draining {len(self.active)} jobs")
+            deadline = time.monotonic() + drain
+            while self.active and time.monotonic() < deadline and not self._force.is_set():
+                self._wake.wait(0.5)
+                self._wake.clear()
+                self.notifier.watchdog()
+            with self._active_lock:
+                runs = list(self.active.values())
+            for r in runs:
+                log.warning("job %s: interrupting (drain time over) during step %s", r.job_id, r.current_step)
+                r.interrupt(ShutdownInterrupt)
+            deadline = time.monotonic() + SHUTDOWN_GRACE
+            while self.active and time.monotonic() < deadline:
+                self._wake.wait(0.5)
+                self._wake.clear()
+            with self._active_lock:
+                stuck = list(self.active.values())
+            for r in stuck:  # the handler ignores interrupts (a blocking call): record the end for it
+                self._force_fail(r)
+        else:
+            self.notifier.stopping()
+        self._give_up.set()
+        self._keeper_stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        log.info("executor %s stopped", self.settings.executor_id)
+
+    def _force_fail(self, run: JobRun) -> None:
+        step = run.current_step
+        retry_safe = run.ctx.current_retry_safe if run.ctx else True
+        safety = (
+            "safe to retry" if retry_safe else "NOT safe to retry blindly: check the target's state first"
+        )
+        msg = f"executor {self.settings.executor_id} shut down during step {step} ({safety})"
+        run.writer.line(msg, "ERROR")
+        give_up = threading.Event()
+        timer = threading.Timer(SHUTDOWN_GRACE, give_up.set)
+        timer.start()
+        try:
+            run.writer.finish(
+                "failed",
+                {"error": msg, "failed_step": step, "retry_safe": retry_safe, "current_step": step},
+                give_up=give_up,
+            )
+        finally:
+            timer.cancel()
+
+
+def _uses_idrac(job_type: str) -> bool:
+    try:
+        return bool(getattr(registry.get(job_type), "uses_idrac", False))
+    except AgentError:
+        return False
+
+
+def _local_ip() -> str | None:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return None

@@ -1,0 +1,299 @@
+"""Buffered, token-guarded writes of one job: details keys, console lines, task rows, audit rows.
+
+Handlers and the runner only append to the buffer (never blocking on the network); the keeper
+thread flushes every few hundred milliseconds and the runner flushes at the end. When the backend
+is unreachable the buffer keeps everything (bounded) and the next flush sends it: no log line is
+lost to a hiccup. When a guarded write is refused, the writer asks the backend why: a job the UI
+cancelled is still ours to annotate (cleanup log, the step it stopped in); a job that is not ours
+any more (taken over, failed as stale) is never written again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lib.errors import AgentError, AuthError
+from lib.executor.store import Claim, JobStore
+from lib.logs import redact
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED_LINES = 5000
+MAX_LINE_CHARS = 2000
+MAX_AUDIT_BUFFER = 2000
+TASK_LOG_CHARS = 8000  # per flush; the SQL bounds the whole task log
+
+
+def log_line(message: str, level: str = "INFO", *, now: datetime | None = None) -> str:
+    """The UI's console line: "[HH:MM:SS] [LEVEL] message", UTC, redacted and bounded."""
+    ts = (now or datetime.now(UTC)).strftime("%H:%M:%S")
+    text = redact(str(message)).replace("\r", "")
+    if len(text) > MAX_LINE_CHARS:
+        text = text[:MAX_LINE_CHARS] + " ...[truncated]"
+    return f"[{ts}] [{level.upper()}] {text}"
+
+
+@dataclass
+class _TaskPending:
+    server_id: str | None
+    task_id: str | None = None
+    status: str | None = None
+    progress: int | None = None
+    log: list[str] = field(default_factory=list)
+    dirty: bool = False
+
+
+class JobWriter:
+    """The write buffer of one claimed job."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        claim: Claim,
+        *,
+        on_cancelled: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.claim = claim
+        self._on_cancelled = on_cancelled
+        self._on_lost = on_lost
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._lines: list[str] = []
+        self._dropped = 0
+        self._patch: dict[str, Any] = {}
+        self._tasks: dict[str | None, _TaskPending] = {}
+        self._audit: list[dict[str, Any]] = []
+        self.allow_cancelled = False  # set once we know the UI cancelled the job (still ours)
+        self.lost = False  # the job is not ours any more: write nothing
+        self.last_error: str | None = None
+        self.finished_status: str | None = None
+
+    # -- buffering (never blocks on the network) ---------------------------------------------
+    def line(self, message: str, level: str = "INFO") -> None:
+        with self._lock:
+            self._lines.append(log_line(message, level))
+            if len(self._lines) > MAX_BUFFERED_LINES:
+                drop = len(self._lines) - MAX_BUFFERED_LINES
+                del self._lines[:drop]
+                self._dropped += drop
+
+    def patch(self, **values: Any) -> None:
+        with self._lock:
+            self._patch.update(values)
+
+    def task(self, server_id: str | None) -> _TaskPending:
+        with self._lock:
+            t = self._tasks.get(server_id)
+            if t is None:
+                t = self._tasks[server_id] = _TaskPending(server_id)
+            return t
+
+    def task_update(
+        self,
+        server_id: str | None,
+        *,
+        status: str | None = None,
+        progress: int | None = None,
+        line: str | None = None,
+    ) -> None:
+        t = self.task(server_id)
+        with self._lock:
+            if status is not None:
+                t.status = status
+            if progress is not None:
+                t.progress = progress
+            if line is not None:
+                t.log.append(line)
+            t.dirty = True
+
+    def task_id(self, server_id: str | None) -> str | None:
+        t = self._tasks.get(server_id)
+        return t.task_id if t else None
+
+    def audit(self, row: Mapping[str, Any]) -> None:
+        with self._lock:
+            if len(self._audit) < MAX_AUDIT_BUFFER:
+                self._audit.append(dict(row))
+
+    @property
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(
+                self._lines or self._patch or self._audit or any(t.dirty for t in self._tasks.values())
+            )
+
+    # -- flushing ------------------------------------------------------------------------------
+    def _take(self) -> tuple[dict[str, Any], list[str]]:
+        with self._lock:
+            patch, lines = self._patch, self._lines
+            if self._dropped:
+                lines = [
+                    log_line(f"{self._dropped} log lines dropped while the backend was unreachable", "WARN")
+                ]
+                lines += self._lines
+                self._dropped = 0
+            self._patch, self._lines = {}, []
+            return patch, lines
+
+    def _put_back(self, patch: dict[str, Any], lines: list[str]) -> None:
+        with self._lock:
+            merged = dict(patch)
+            merged.update(self._patch)
+            self._patch = merged
+            self._lines = lines + self._lines
+
+    def flush(self) -> bool:
+        """Send what is buffered. True when everything was written (or dropped because not ours)."""
+        if self.lost or self.finished_status:
+            return True
+        with self._flush_lock:
+            try:
+                self._flush_job()
+                self._flush_tasks()
+                self._flush_audit()
+                self.last_error = None
+                return True
+            except AgentError as exc:
+                if isinstance(exc, AuthError):
+                    log.error("job %s: backend refused the service-role key: %s", self.claim.job_id, exc)
+                self.last_error = str(exc)
+                log.debug("job %s: flush deferred: %s", self.claim.job_id, exc)
+                return False
+
+    def _flush_job(self) -> None:
+        patch, lines = self._take()
+        if not patch and not lines:
+            return
+        try:
+            ok = self.store.update_job(self.claim, patch, lines, allow_cancelled=self.allow_cancelled)
+        except AgentError:
+            self._put_back(patch, lines)
+            raise
+        if not ok and self._resolve_refusal():
+            try:
+                self.store.update_job(self.claim, patch, lines, allow_cancelled=True)
+            except AgentError:
+                self._put_back(patch, lines)
+                raise
+
+    def _resolve_refusal(self) -> bool:
+        """A guarded write was refused: learn why. True when the job is cancelled but still ours."""
+        states = self.store.job_states([self.claim])
+        st = states[0] if states else None
+        if st and st.owned and st.status == "cancelled":
+            self.allow_cancelled = True
+            if self._on_cancelled:
+                self._on_cancelled()
+            return True
+        self.mark_lost()
+        return False
+
+    def mark_lost(self) -> None:
+        if not self.lost:
+            self.lost = True
+            with self._lock:
+                self._lines, self._patch, self._tasks, self._audit = [], {}, {}, []
+            if self._on_lost:
+                self._on_lost()
+
+    def _flush_tasks(self) -> None:
+        with self._lock:
+            dirty = [t for t in self._tasks.values() if t.dirty]
+        for t in dirty:
+            with self._lock:
+                status, progress, lines = t.status, t.progress, t.log
+                t.log, t.dirty = [], False
+            text = "".join(line + "\n" for line in lines)[-TASK_LOG_CHARS:] or None
+            try:
+                task_id = self._upsert_task(t, status, progress, text)
+            except AgentError:
+                with self._lock:
+                    t.log = lines + t.log
+                    t.dirty = True
+                raise
+            if task_id:
+                t.task_id = str(task_id)
+
+    def _upsert_task(
+        self, t: _TaskPending, status: str | None, progress: int | None, text: str | None
+    ) -> Any:
+        for _ in range(2):
+            task_id = self.store.upsert_task(
+                self.claim,
+                server_id=t.server_id,
+                task_id=t.task_id,
+                status=status,
+                progress=progress,
+                log_text=text,
+                allow_cancelled=self.allow_cancelled,
+            )
+            if task_id or self.allow_cancelled or not self._resolve_refusal():
+                return task_id
+        return None
+
+    def _flush_audit(self) -> None:
+        with self._lock:
+            rows, self._audit = self._audit, []
+        if not rows:
+            return
+        try:
+            self.store.rest.insert("idrac_commands", rows, returning=False)
+        except AgentError as exc:
+            # Audit rows are best effort: keep them for the next flush unless the backend rejects them.
+            if getattr(exc, "status", None) and 400 <= exc.status < 500:  # type: ignore[attr-defined]
+                log.warning("job %s: %d idrac_commands rows rejected: %s", self.claim.job_id, len(rows), exc)
+                return
+            with self._lock:
+                self._audit = rows + self._audit
+            raise
+
+    # -- the end -------------------------------------------------------------------------------
+    def finish(
+        self,
+        status: str,
+        patch: Mapping[str, Any],
+        *,
+        give_up: threading.Event | None = None,
+        max_backoff: float = 15.0,
+    ) -> str | None:
+        """Write the final state (with every buffered line) once; retries through outages until it
+        lands, the job turns out not to be ours, or `give_up` is set. Returns the stored status."""
+        delay = 0.5
+        while not self.lost:
+            try:
+                self._flush_tasks()
+                self._flush_audit()
+            except AgentError as exc:
+                self.last_error = str(exc)
+            else:
+                with self._flush_lock:
+                    p, lines = self._take()
+                    p.update(patch)
+                    try:
+                        result = self.store.finish_job(self.claim, status, p, lines)
+                    except AgentError as exc:
+                        self._put_back(p, lines)
+                        self.last_error = str(exc)
+                    else:
+                        if result is None:
+                            self.mark_lost()
+                            return None
+                        self.finished_status = result
+                        return result
+            log.warning(
+                "job %s: cannot record the end yet (%s); retrying", self.claim.job_id, self.last_error
+            )
+            if give_up is not None and give_up.wait(delay):
+                return None
+            if give_up is None:
+                time.sleep(delay)
+            delay = min(delay * 2, max_backoff)
+        return None
