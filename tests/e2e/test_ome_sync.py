@@ -221,7 +221,8 @@ def servers(backend) -> dict[str, dict]:
     return {r["service_tag"]: r for r in backend.sql("select * from servers")}
 
 
-def test_full_sync_then_second_run_updates(ome_sim, backend, tmp_path):
+def test_full_sync_then_second_run_updates(ome_sim, clean_backend, tmp_path):
+    backend = clean_backend
     sim = ome_sim(300)
     env = {**ome_env(sim), **dsm_env(backend, backend.create_api_token())}
     proc = run(tmp_path, env, "--json", "--batch-size", "100")
@@ -241,7 +242,8 @@ def test_full_sync_then_second_run_updates(ome_sim, backend, tmp_path):
     assert sim.stats()["open_sessions"] == 0
 
 
-def test_conflicting_row_is_isolated_and_everything_else_saved(ome_sim, backend, tmp_path):
+def test_conflicting_row_is_isolated_and_everything_else_saved(ome_sim, clean_backend, tmp_path):
+    backend = clean_backend
     sim = ome_sim(200)
     victim = next(d for d in sim.fleet.servers()[20:] if d["DeviceServiceTag"])
     ip = next(
@@ -260,7 +262,8 @@ def test_conflicting_row_is_isolated_and_everything_else_saved(ome_sim, backend,
     assert victim["DeviceServiceTag"] not in rows and rows["OTHER01"]["ip_address"] == ip
 
 
-def test_backend_token_rejected_exit_3(ome_sim, backend, tmp_path):
+def test_backend_token_rejected_exit_3(ome_sim, clean_backend, tmp_path):
+    backend = clean_backend
     sim = ome_sim(10)
     proc = run(tmp_path, {**ome_env(sim), **dsm_env(backend, "not-a-valid-token")})
     assert proc.returncode == 3
@@ -268,7 +271,8 @@ def test_backend_token_rejected_exit_3(ome_sim, backend, tmp_path):
     assert sim.stats()["open_sessions"] == 0
 
 
-def test_check_prints_a_checklist(ome_sim, backend, tmp_path):
+def test_check_prints_a_checklist(ome_sim, clean_backend, tmp_path):
+    backend = clean_backend
     sim = ome_sim(30)
     proc = run(tmp_path, {**ome_env(sim), **dsm_env(backend, backend.create_api_token())}, "--check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
