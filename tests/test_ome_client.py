@@ -432,4 +432,12 @@ def test_delivery_stops_probing_a_backend_that_fails_everything():
 
     result = deliver(range(64), down, batch_size=64)
     assert len(result.failed) == 64 and result.sent == 0
-    assert len(calls) < 40  # a full bisection would be 127 requests
+    assert len(calls) < 50  # a full bisection would be 127 requests
+
+
+def test_many_adjacent_bad_items_are_still_isolated_one_by_one():
+    calls = []
+    bad = set(range(100, 140))  # a whole rack re-addressed: 40 conflicts next to each other
+    result = deliver(range(200), fake_backend(bad, calls), batch_size=200)
+    assert sorted(r.item for r in result.failed) == sorted(bad)
+    assert result.sent == 160

@@ -18,9 +18,10 @@ from typing import Generic, TypeVar
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# After this many single records failed in a row with the same message, the backend is failing
-# everything (not one record): stop probing it record by record.
-SAME_FAILURE_LIMIT = 8
+# When this many single records failed with the same message and nothing at all has been saved
+# yet, the backend is failing everything (not one record): stop probing it record by record.
+# Any success disarms it, so many bad records next to each other are still isolated one by one.
+SAME_FAILURE_LIMIT = 16
 
 
 @dataclass
@@ -69,9 +70,10 @@ class _Delivery(Generic[T]):
         self.result = result
         self._last_single: str | None = None
         self._same_in_a_row = 0
+        self._any_success = False
 
     def send(self, batch: list[T], *, split: bool = False) -> None:
-        if self._same_in_a_row >= SAME_FAILURE_LIMIT:
+        if self._same_in_a_row >= SAME_FAILURE_LIMIT and not self._any_success:
             reason = f"not sent: the backend failed every record ({self._last_single})"
             self.result.failed.extend(Rejected(item, reason) for item in batch)
             return
@@ -79,7 +81,7 @@ class _Delivery(Generic[T]):
         self.result.requests += 1
         self.result.split_requests += int(split)
         if outcome.ok:
-            self._same_in_a_row = 0
+            self._any_success = True
             self.result.sent += len(batch)
             self.result.new += outcome.new
             self.result.updated += outcome.updated
