@@ -171,13 +171,15 @@ class PowerActionHandler(Handler):
             if seen["state"]:
                 ctx.store.update_server(server.id, power_state=seen["state"])
             if action == "GracefulShutdown":
+                # The per-server error is all the job details keep: say what to do in it.
                 raise RemoteError(
-                    f"GracefulShutdown: the server did not power off within {p['timeout']:.0f} s "
-                    f"(power state {seen['state']}); the operating system did not shut down",
-                    hint="Check the OS console; to cut power anyway run power_action ForceOff (unsaved data is lost).",
+                    f"GracefulShutdown: the server did not power off within {p['timeout']:g} s "
+                    f"(power state {seen['state']}); the operating system did not shut down. "
+                    "Not forcing it: run power_action ForceOff to cut power (unsaved data is lost)",
+                    hint="Check the OS console; to cut power anyway run power_action ForceOff.",
                 ) from None
             raise RemoteError(
-                f"{action}: power state {want} not reached within {p['timeout']:.0f} s (last seen {seen['state']})",
+                f"{action}: power state {want} not reached within {p['timeout']:g} s (last seen {seen['state']})",
                 hint="Check the server in the iDRAC UI (Lifecycle log); raise details.timeout_seconds if it is slow.",
             ) from None
 
