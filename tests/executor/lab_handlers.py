@@ -16,7 +16,7 @@ from handlers.base import Handler, InvalidJobInput, Job, JobContext, raise_for_f
 LIGHT_TYPE = "firmware_inventory_scan"
 SCRIPTED_TYPE = "fetch_event_logs"
 TARGETS_TYPE = "bios_config_read"
-MODES = ("ok", "sleep", "wait_for", "fail", "secret", "busy")
+MODES = ("ok", "sleep", "wait_for", "fail", "secret", "busy", "tick")
 
 
 def _record_run(ctx: JobContext, server_id: str | None = None) -> None:
@@ -38,7 +38,7 @@ class LightHandler(Handler):
 
 
 class ScriptedHandler(Handler):
-    """Behaviour chosen by details.mode: ok | sleep | wait_for | fail | secret | busy."""
+    """Behaviour chosen by details.mode: ok | sleep | wait_for | fail | secret | busy | tick."""
 
     job_types = (SCRIPTED_TYPE,)
 
@@ -72,6 +72,11 @@ class ScriptedHandler(Handler):
         elif mode == "wait_for":
             with ctx.step("waiting for the impossible", retry_safe=params["retry_safe"]):
                 ctx.wait_for(lambda: False, timeout=params["seconds"], interval=0.5, what="the impossible")
+        elif mode == "tick":  # a log line every 0.2 s for `seconds` (outage tests count them)
+            with ctx.step("ticking", retry_safe=True):
+                for i in range(int(params["seconds"] / 0.2)):
+                    ctx.log(f"tick {i}")
+                    ctx.sleep(0.2)
         elif mode == "busy":  # ignores interrupts: a blocking remote call that never returns in time
             import time
 
