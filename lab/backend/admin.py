@@ -12,11 +12,13 @@ import secrets
 import sys
 
 import psycopg
+from psycopg.rows import tuple_row
 
 
 def create_user(conn: psycopg.Connection, email: str, password: str, role: str | None = "admin") -> str:
     """Create (or reset the password of) a lab user and give it `role`; returns the user id."""
-    row = conn.execute(
+    cur = conn.cursor(row_factory=tuple_row)
+    row = cur.execute(
         """
         INSERT INTO lab_auth.users (email, encrypted_password)
         VALUES (lower(%s), extensions.crypt(%s, extensions.gen_salt('bf', 4)))
@@ -28,7 +30,7 @@ def create_user(conn: psycopg.Connection, email: str, password: str, role: str |
     ).fetchone()
     user_id = row[0]  # type: ignore[index]
     if role:
-        conn.execute(
+        cur.execute(
             "INSERT INTO public.user_roles (user_id, role) VALUES (%s, %s) ON CONFLICT DO NOTHING",
             [user_id, role],
         )
