@@ -19,6 +19,7 @@ import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import VmomiSupport, vim, vmodl
@@ -437,6 +438,19 @@ def _about(content: Any) -> AboutInfo:
     )
 
 
+def split_host(host: str, port: int) -> tuple[str, int]:
+    """VCENTER_HOST as a name, an address, `name:port` or a URL (`https://vc.example.com/sdk`)."""
+    text = host.strip()
+    if "://" in text:
+        parts = urlsplit(text)
+        return parts.hostname or text, parts.port or port
+    if text.count(":") == 1:  # name:port (an IPv6 address has several colons)
+        name, _, maybe_port = text.partition(":")
+        if maybe_port.isdigit():
+            return name, int(maybe_port)
+    return text.strip("[]"), port
+
+
 class VSphereClient:
     """One vCenter session: `with VSphereClient(settings) as vc: inv = vc.inventory()`.
 
@@ -446,14 +460,14 @@ class VSphereClient:
 
     def __init__(self, settings: VcenterSettings, *, timeout: float = 30.0) -> None:
         self.settings = settings
+        self.host, self.port = split_host(settings.host, settings.port)
         self.timeout = timeout
         self.si: Any = None
         self.content: Any = None
         self.round_trips = 0
 
     def connect(self) -> None:
-        s = self.settings
-        probe(s.host, s.port, s.tls, self.timeout)
+        probe(self.host, self.port, self.settings.tls, self.timeout)
         self.si = self._smart_connect()
         try:
             self._count_round_trips()
@@ -467,8 +481,8 @@ class VSphereClient:
         s = self.settings
         try:
             return SmartConnect(
-                host=s.host,
-                port=s.port,
+                host=self.host,
+                port=self.port,
                 user=s.user,
                 pwd=s.password,
                 sslContext=s.tls.ssl_context(),
@@ -476,19 +490,21 @@ class VSphereClient:
             )
         except vim.fault.InvalidLogin:
             raise AuthError(
-                f"vCenter at {s.host} rejected the login of {s.user!r}.", hint=LOGIN_HINT
+                f"vCenter at {self.host} rejected the login of {s.user!r}.", hint=LOGIN_HINT
             ) from None
         except ssl.SSLCertVerificationError as exc:
-            raise _untrusted(s.host, s.port, self.timeout, exc.verify_message or str(exc)) from None
+            raise _untrusted(self.host, self.port, self.timeout, exc.verify_message or str(exc)) from None
         except vmodl.MethodFault as exc:
             raise _fault_error(exc, "login") from None
         except TimeoutError:
-            raise RequestTimeoutError(f"vCenter at {s.host}:{s.port} did not answer in time.") from None
+            raise RequestTimeoutError(f"vCenter at {self.host}:{self.port} did not answer in time.") from None
         except OSError as exc:
-            raise ConnectivityError(f"Connection to vCenter at {s.host}:{s.port} failed: {exc}.") from None
+            raise ConnectivityError(
+                f"Connection to vCenter at {self.host}:{self.port} failed: {exc}."
+            ) from None
         except Exception as exc:  # pyVmomi raises a bare Exception when /sdk is not a vSphere API
             raise ConnectivityError(
-                f"{s.host}:{s.port} does not answer as a vSphere API endpoint: {exc}",
+                f"{self.host}:{self.port} does not answer as a vSphere API endpoint: {exc}",
                 hint="Check that VCENTER_HOST and VCENTER_PORT point at vCenter Server.",
             ) from None
 

@@ -240,3 +240,20 @@ def test_broken_or_cyclic_parent_chains_do_not_hang_or_crash() -> None:
     hosts = {h.name: h for h in build_inventory(rows, ABOUT).hosts}
     assert hosts["orphan"].datacenter is None and hosts["orphan"].cluster is None
     assert hosts["loop"].datacenter is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("vc.example.com", ("vc.example.com", 443)),
+        ("vc.example.com:8443", ("vc.example.com", 8443)),
+        ("https://vc.example.com/sdk", ("vc.example.com", 443)),
+        ("https://vc.example.com:9443/sdk", ("vc.example.com", 9443)),
+        ("fe80::1", ("fe80::1", 443)),
+        ("[fe80::1]", ("fe80::1", 443)),
+    ],
+)
+def test_vcenter_host_accepts_names_host_port_and_urls(given: str, expected: tuple[str, int]) -> None:
+    from lib.vsphere import split_host
+
+    assert split_host(given, 443) == expected
