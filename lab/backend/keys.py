@@ -34,7 +34,23 @@ class InvalidToken(Exception):
         self.expired = expired
 
 
+_CACHE: dict[tuple[str, str], dict[str, Any]] = {}
+_CACHE_MAX = 2048
+
+
 def decode(token: str, secret: str) -> dict[str, Any]:
+    """Verified claims; verified tokens are cached (until their exp) since every request carries one."""
+    hit = _CACHE.get((token, secret))
+    if hit is not None and (hit.get("exp") is None or hit["exp"] > time.time()):
+        return hit
+    claims = _decode(token, secret)
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[(token, secret)] = claims
+    return claims
+
+
+def _decode(token: str, secret: str) -> dict[str, Any]:
     try:
         # Supabase user tokens carry aud=authenticated; API keys carry none. PostgREST only checks
         # aud when configured to, so we do not verify it either.

@@ -108,7 +108,6 @@ class _ServiceConn:
 
     def __enter__(self) -> psycopg.Connection:
         conn = self._cm.__enter__()
-        conn.autocommit = True
         conn.execute("SET ROLE service_role")
         self._conn = conn
         return conn
@@ -118,5 +117,4 @@ class _ServiceConn:
             self._conn.execute("RESET ROLE")
         except psycopg.Error:
             pass
-        self._conn.autocommit = False
         self._cm.__exit__(*exc)
