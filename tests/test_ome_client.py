@@ -441,3 +441,18 @@ def test_many_adjacent_bad_items_are_still_isolated_one_by_one():
     result = deliver(range(200), fake_backend(bad, calls), batch_size=200)
     assert sorted(r.item for r in result.failed) == sorted(bad)
     assert result.sent == 160
+
+
+def test_parallel_delivery_gives_the_same_result():
+    calls = []
+    result = deliver(range(500), fake_backend({5, 250, 499}, calls), batch_size=50, workers=3)
+    assert result.sent == 497 and result.new == 497
+    assert sorted(r.item for r in result.failed) == [5, 250, 499]
+
+
+def test_parallel_delivery_raises_a_fatal_error():
+    def boom(batch):
+        raise RuntimeError("backend gone")
+
+    with pytest.raises(RuntimeError):
+        deliver(range(100), boom, batch_size=10, workers=2)

@@ -11,9 +11,13 @@ backend's message. Whether a batch failed is the caller's judgement (`send_batch
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,27 +75,30 @@ class _Delivery(Generic[T]):
         self._last_single: str | None = None
         self._same_in_a_row = 0
         self._any_success = False
+        self._lock = threading.Lock()  # batches may be sent from several threads
 
     def send(self, batch: list[T], *, split: bool = False) -> None:
-        if self._same_in_a_row >= SAME_FAILURE_LIMIT and not self._any_success:
-            reason = f"not sent: the backend failed every record ({self._last_single})"
-            self.result.failed.extend(Rejected(item, reason) for item in batch)
-            return
+        with self._lock:
+            if self._same_in_a_row >= SAME_FAILURE_LIMIT and not self._any_success:
+                reason = f"not sent: the backend failed every record ({self._last_single})"
+                self.result.failed.extend(Rejected(item, reason) for item in batch)
+                return
         outcome = self.send_batch(batch)
-        self.result.requests += 1
-        self.result.split_requests += int(split)
-        if outcome.ok:
-            self._any_success = True
-            self.result.sent += len(batch)
-            self.result.new += outcome.new
-            self.result.updated += outcome.updated
-            self.result.auto_linked += outcome.auto_linked
-            self.result.item_errors.extend(outcome.item_errors)
-            return
-        if len(batch) == 1:
-            self._note_single_failure(outcome.message)
-            self.result.failed.append(Rejected(batch[0], outcome.message))
-            return
+        with self._lock:
+            self.result.requests += 1
+            self.result.split_requests += int(split)
+            if outcome.ok:
+                self._any_success = True
+                self.result.sent += len(batch)
+                self.result.new += outcome.new
+                self.result.updated += outcome.updated
+                self.result.auto_linked += outcome.auto_linked
+                self.result.item_errors.extend(outcome.item_errors)
+                return
+            if len(batch) == 1:
+                self._note_single_failure(outcome.message)
+                self.result.failed.append(Rejected(batch[0], outcome.message))
+                return
         log.info(
             "a batch of %d failed (%s): splitting it to isolate the bad record(s)",
             len(batch),
@@ -115,23 +122,37 @@ def deliver(
     batch_size: int,
     key: Callable[[T], Hashable] | None = None,
     on_batch: Callable[[DeliveryResult[T]], None] | None = None,
+    workers: int = 1,
 ) -> DeliveryResult[T]:
     """Send `items` (consumed lazily) in batches of `batch_size`.
 
     Within a batch, a record whose `key` repeats an earlier one's is not sent (a single upsert
     cannot touch one row twice) and is listed in `duplicates`; the first one is kept.
+    With `workers` > 1, up to that many batches are in flight at once (the backend's wait overlaps
+    with reading the source); at most `workers` batches are held, so memory stays bounded.
     """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+    if batch_size < 1 or workers < 1:
+        raise ValueError("batch_size and workers must be at least 1")
     result: DeliveryResult[T] = DeliveryResult()
     delivery = _Delivery(send_batch, result)
     batch: list[T] = []
     keys: dict[Hashable, T] = {}
+    pool = None
+    pending: list[Future[None]] = []
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver")
 
     def flush() -> None:
         if batch:
             result.batches += 1
-            delivery.send(list(batch))
+            if pool is None:
+                delivery.send(list(batch))
+            else:
+                while len(pending) >= workers:
+                    pending.pop(0).result()  # re-raises a fatal error (auth, backend gone)
+                pending.append(pool.submit(delivery.send, list(batch)))
             batch.clear()
             keys.clear()
             if on_batch is not None:
@@ -147,5 +168,11 @@ def deliver(
         batch.append(item)
         if len(batch) >= batch_size:
             flush()
-    flush()
+    try:
+        flush()
+        for future in pending:
+            future.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return result

@@ -27,6 +27,8 @@ BULK_FAILED = "Bulk upsert failed:"
 # Answers that mean "this batch was refused" (so splitting it can save the rest), as opposed to
 # the backend being unreachable or misconfigured (404, gateway errors), which stop the run.
 BATCH_REFUSED_STATUSES = frozenset({400, 409, 422, 500})
+# Batches in flight at once: the backend's answer time overlaps with reading OME.
+DELIVERY_WORKERS = 2
 
 FLAG_MAP = {
     "page_size": "OME_PAGE_SIZE",
@@ -187,7 +189,11 @@ def _run(
                 report.sent = sum(1 for _ in devices())
             else:
                 result = deliver(
-                    devices(), send_batch, batch_size=options.batch_size, key=lambda d: d.service_tag
+                    devices(),
+                    send_batch,
+                    batch_size=options.batch_size,
+                    key=lambda d: d.service_tag,
+                    workers=DELIVERY_WORKERS,
                 )
                 report.sent = result.sent
                 report.new, report.updated, report.auto_linked = (
