@@ -165,10 +165,15 @@ def _reason_text(exc: BaseException) -> str:
     return text
 
 
+# Which setting names the address of each endpoint, for hints.
+_HOST_SETTING = {"SUPABASE": "SUPABASE_URL", "IDRAC": "the server's iDRAC address in DSM"}
+
+
 def translate_exception(exc: requests.RequestException, url: str, tls: TLSConfig, system: str) -> AgentError:
     """One place that turns requests/urllib3/ssl failures into errors an operator can act on."""
     where = redact(url.split("?", 1)[0])
     p = tls.env_prefix
+    host_var = _HOST_SETTING.get(p, f"{p}_HOST")
     reason = _reason_text(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         detail = "self-signed certificate" if "self-signed" in reason or "self signed" in reason else None
@@ -194,16 +199,16 @@ def translate_exception(exc: requests.RequestException, url: str, tls: TLSConfig
         if "name or service not known" in low or "nodename nor servname" in low or "getaddrinfo" in low:
             return DNSError(
                 f"Cannot resolve the host name of {system} ({where}).",
-                hint=f"Check {p}_HOST: the name does not resolve here; use an IP address or fix DNS.",
+                hint=f"Check {host_var}: the name does not resolve here; use an IP address or fix DNS.",
             )
         if "refused" in low:
             return ConnectRefusedError(
                 f"Connection refused by {system} at {where}.",
-                hint=f"Nothing listens there: check {p}_HOST and the port, and that {system} is running.",
+                hint=f"Nothing listens there: check {host_var} and the port, and that {system} is running.",
             )
         return ConnectivityError(
             f"Cannot connect to {system} at {where}: {redact(reason)[:200]}",
-            hint=f"Check {p}_HOST, the port, routing and firewalls between this machine and {system}.",
+            hint=f"Check {host_var}, the port, routing and firewalls between this machine and {system}.",
         )
     return ConnectivityError(f"Request to {system} at {where} failed: {redact(reason)[:200]}")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from lib.config import DsmSettings
-from lib.dsm.signing import canonical_json, sign
+from lib.dsm.signing import SIGNATURE_HEADER, canonical_json, sign
 from lib.errors import AuthError, ConfigError, RemoteError
 from lib.http import HttpClient, RetryPolicy, error_for_response
 
@@ -95,9 +96,13 @@ class EdgeClient:
     def call(self, function: str, body: dict[str, Any], *, idempotent: bool = False) -> dict[str, Any]:
         """POST `body` to the function; returns its JSON reply or raises a typed error."""
         url = self.url_for(function)
-        # Send the canonical bytes themselves, so the signature covers exactly what arrives.
-        data = canonical_json(body).encode("utf-8")
-        resp = self.http.post(url, data=data, headers=self.headers_for(body), idempotent=idempotent)
+        headers = self.headers_for(body)
+        if SIGNATURE_HEADER in headers:
+            # Send the canonical bytes themselves, so the signature covers exactly what arrives.
+            data = canonical_json(body).encode("utf-8")
+        else:
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+        resp = self.http.post(url, data=data, headers=headers, idempotent=idempotent)
         if resp.status_code == 401:
             raise AuthError(
                 f"DSM rejected the credentials for {function} (HTTP 401).",

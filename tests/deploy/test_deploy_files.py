@@ -6,14 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from deploy.gen_env_example import render
+from deploy.gen_settings_docs import render, render_readme
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNITS = sorted(DEPLOY.glob("*.service")) + sorted(DEPLOY.glob("*.timer"))
 
 
 def test_env_example_lists_every_variable_with_its_default():
-    assert (DEPLOY / "agent.env.example").read_text() == render(), "run python deploy/gen_env_example.py"
+    assert (DEPLOY / "agent.env.example").read_text() == render(), "run python deploy/gen_settings_docs.py"
+
+
+def test_readme_variable_table_is_the_settings_table():
+    readme = (DEPLOY.parent / "README.md").read_text()
+    assert readme == render_readme(readme), "run python deploy/gen_settings_docs.py"
 
 
 def test_executor_unit_waits_longer_than_the_drain():
