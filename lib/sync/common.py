@@ -173,8 +173,8 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def write_output(path: str, records: list[dict[str, Any]]) -> None:
-    """Write records atomically, so a reader never sees half a file."""
+def write_output(path: str, records: Any) -> None:
+    """Write records (any JSON value) atomically, so a reader never sees half a file."""
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:

@@ -199,7 +199,7 @@ def sync_vcenter(
         report.requests["vcenter"] = client.round_trips + LOGIN_ROUND_TRIPS
     _describe(inv, report)
     if options.output:
-        write_output(options.output, full_body(inv, options))  # type: ignore[arg-type]
+        write_output(options.output, full_body(inv, options))
     if make_sender is None:
         report.sent = len(inv.hosts)
         return inv
