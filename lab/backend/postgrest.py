@@ -105,12 +105,6 @@ class Builder:
 
 
 def col_sql(alias: str, col: ColRef, table: Table | None = None, *, for_select: bool = False) -> str:
-    if table is not None and table.columns and col.name not in table.columns and col.name != "*":
-        raise pgrst(
-            400,
-            "42703",
-            f"column {table.name}.{col.name} does not exist",
-        )
     expr = f"{alias}.{q(col.name)}"
     for arrow, key in col.path:
         expr += f"{arrow}{key}" if key.lstrip("-").isdigit() else f"{arrow}{lit(key)}"
@@ -439,6 +433,7 @@ def _json_response(req: Request, status: int, body_text: str | None, headers: di
 
 def handle_read(conn: psycopg.Connection, cache: SchemaCache, req: Request) -> Response:
     table = get_table(cache, conn, req.path.strip("/"))
+    top = q(table.name)  # aliased by its own name, so PostgreSQL's messages read "jobs.col" as PostgREST's
     level = build_level(cache, conn, table, req)
     r_off, r_lim = _range(req)
     offset = level.offset if level.offset is not None else (r_off or 0)
@@ -446,13 +441,13 @@ def handle_read(conn: psycopg.Connection, cache: SchemaCache, req: Request) -> R
     if r_lim is not None:
         limit = r_lim if limit is None else min(limit, r_lim)
     b = Builder(cache)
-    sel = select_sql(b, "t0", level)
-    where = where_sql(b, "t0", level)
-    sql = f"SELECT {sel} FROM {qt(table.name)} AS t0"
+    sel = select_sql(b, top, level)
+    where = where_sql(b, top, level)
+    sql = f"SELECT {sel} FROM {qt(table.name)} AS {top}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if level.order:
-        sql += " ORDER BY " + order_sql("t0", table, level.order)
+        sql += " ORDER BY " + order_sql(top, table, level.order)
     if limit is not None:
         sql += f" LIMIT {limit}"
     if offset:
@@ -463,8 +458,8 @@ def handle_read(conn: psycopg.Connection, cache: SchemaCache, req: Request) -> R
         total = None
         if req.prefer.get("count") in ("exact", "planned", "estimated"):
             cb = Builder(cache)
-            cwhere = where_sql(cb, "t0", level)
-            csql = f"SELECT count(*) FROM {qt(table.name)} AS t0" + (
+            cwhere = where_sql(cb, top, level)
+            csql = f"SELECT count(*) FROM {qt(table.name)} AS {top}" + (
                 " WHERE " + " AND ".join(cwhere) if cwhere else ""
             )
             total = cur.execute(csql, cb.params).fetchone()[0]  # type: ignore[index]
@@ -515,11 +510,12 @@ def _mutation_result(
     conn, cache: SchemaCache, req: Request, table: Table, level: Level, mutation: str, params: list[Any]
 ) -> tuple[int, str | None]:
     ret = req.prefer.get("return", "minimal")
+    top = q(table.name)
     b = Builder(cache)
     b.params = list(params)
     if ret == "representation":
-        sel = select_sql(b, "t0", level)
-        tail = f"SELECT count(*), COALESCE(json_agg(_r), '[]'::json)::text FROM (SELECT {sel} FROM pgrst_source AS t0) _r"
+        sel = select_sql(b, top, level)
+        tail = f"SELECT count(*), COALESCE(json_agg(_r), '[]'::json)::text FROM (SELECT {sel} FROM pgrst_source AS {top}) _r"
     else:
         pk = table.primary_key
         loc = (
@@ -563,6 +559,7 @@ def _write_response(
 
 def handle_insert(conn, cache: SchemaCache, req: Request) -> Response:
     table = get_table(cache, conn, req.path.strip("/"))
+    top = q(table.name)  # aliased by its own name, so PostgreSQL's messages read "jobs.col" as PostgREST's
     payload = _parse_body(req)
     rows = payload if isinstance(payload, list) else [payload]
     if not all(isinstance(r, dict) for r in rows):
@@ -582,7 +579,7 @@ def handle_insert(conn, cache: SchemaCache, req: Request) -> Response:
         source = "DEFAULT VALUES" if len(rows) <= 1 else None
         if source is None:
             raise pgrst(400, "PGRST102", "All object keys must match")
-        mutation = f"INSERT INTO {qt(table.name)} AS t0 DEFAULT VALUES"
+        mutation = f"INSERT INTO {qt(table.name)} AS {top} DEFAULT VALUES"
     elif req.prefer.get("missing") == "default":
         # Each missing key gets the column DEFAULT; present keys go through json_populate_record
         # so PostgreSQL converts JSON to the column type (enums, uuid[], jsonb ...).
@@ -596,11 +593,11 @@ def handle_insert(conn, cache: SchemaCache, req: Request) -> Response:
                 else:
                     cells.append("DEFAULT")
             values.append("(" + ", ".join(cells) + ")")
-        mutation = f"INSERT INTO {qt(table.name)} AS t0 ({qcols}) VALUES {', '.join(values)}"
+        mutation = f"INSERT INTO {qt(table.name)} AS {top} ({qcols}) VALUES {', '.join(values)}"
     else:
         params.append(json.dumps(rows))
         mutation = (
-            f"INSERT INTO {qt(table.name)} AS t0 ({qcols}) SELECT {qcols} "
+            f"INSERT INTO {qt(table.name)} AS {top} ({qcols}) SELECT {qcols} "
             f"FROM json_populate_recordset(NULL::{qt(table.name)}, %s::json) _j"
         )
     resolution = req.prefer.get("resolution")
@@ -614,7 +611,7 @@ def handle_insert(conn, cache: SchemaCache, req: Request) -> Response:
         else:
             sets = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in cols)
             mutation += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
-    mutation += " RETURNING t0.*"
+    mutation += f" RETURNING {top}.*"
     n, text = _mutation_result(conn, cache, req, table, level, mutation, params)
     return _write_response(req, table, 201, n, text, insert=True)
 
@@ -627,6 +624,7 @@ def _require_filters(req: Request, verb: str) -> None:
 
 def handle_update(conn, cache: SchemaCache, req: Request) -> Response:
     table = get_table(cache, conn, req.path.strip("/"))
+    top = q(table.name)  # aliased by its own name, so PostgreSQL's messages read "jobs.col" as PostgREST's
     payload = _parse_body(req)
     if not isinstance(payload, dict):
         raise pgrst(400, "PGRST102", "Empty or invalid json")
@@ -640,28 +638,29 @@ def handle_update(conn, cache: SchemaCache, req: Request) -> Response:
     b = Builder(cache)
     b.p(json.dumps(payload))
     qcols = ", ".join(q(c) for c in cols)
-    where = where_sql(b, "t0", level)
+    where = where_sql(b, top, level)
     mutation = (
-        f"UPDATE {qt(table.name)} AS t0 SET ({qcols}) = "
+        f"UPDATE {qt(table.name)} AS {top} SET ({qcols}) = "
         f"(SELECT {qcols} FROM json_populate_record(NULL::{qt(table.name)}, %s::json))"
     )
     if where:
         mutation += " WHERE " + " AND ".join(where)
-    mutation += " RETURNING t0.*"
+    mutation += f" RETURNING {top}.*"
     n, text = _mutation_result(conn, cache, req, table, level, mutation, b.params)
     return _write_response(req, table, 200, n, text, insert=False)
 
 
 def handle_delete(conn, cache: SchemaCache, req: Request) -> Response:
     table = get_table(cache, conn, req.path.strip("/"))
+    top = q(table.name)  # aliased by its own name, so PostgreSQL's messages read "jobs.col" as PostgREST's
     _require_filters(req, "DELETE")
     level = build_level(cache, conn, table, req)
     b = Builder(cache)
-    where = where_sql(b, "t0", level)
-    mutation = f"DELETE FROM {qt(table.name)} AS t0"
+    where = where_sql(b, top, level)
+    mutation = f"DELETE FROM {qt(table.name)} AS {top}"
     if where:
         mutation += " WHERE " + " AND ".join(where)
-    mutation += " RETURNING t0.*"
+    mutation += f" RETURNING {top}.*"
     n, text = _mutation_result(conn, cache, req, table, level, mutation, b.params)
     return _write_response(req, table, 200, n, text, insert=False)
 
@@ -725,6 +724,8 @@ def handle_rpc(conn, cache: SchemaCache, req: Request, name: str) -> Response:
         filter_skip: set[str] = set()
     else:
         names = {k for k, _ in req.query if k not in RESERVED_PARAMS}
+        if name not in cache.functions:
+            cache.reload_if_stale(conn)
         fns = cache.functions.get(name) or []
         arg_names = set().union(*(set(f.arg_names) for f in fns)) if fns else set()
         args = {k: v for k, v in req.query if k in arg_names}

@@ -123,8 +123,8 @@ class SchemaCache:
             self.tables, self.foreign_keys, self.functions = tables, fks, funcs
             self._loaded_at = time.monotonic()
 
-    def reload_if_stale(self, conn: psycopg.Connection, min_age: float = 0.2) -> bool:
-        """Reload after a miss, at most every `min_age` seconds (a storm of 404s stays cheap)."""
+    def reload_if_stale(self, conn: psycopg.Connection, min_age: float = 0.0) -> bool:
+        """Reload after a miss (a table or function created after start), at most every `min_age` s."""
         if time.monotonic() - self._loaded_at < min_age:
             return False
         self.load(conn)
