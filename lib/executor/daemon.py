@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STATE_POLL_SECONDS = 1.5  # how often running jobs' states are read (cancel noticed within ~2 s)
 KEEPER_TICK = 0.3
+WAIT_SLICE = 0.1  # main-loop waits re-check the stop flags this often
 BACKOFF_MAX = 30.0
 SHUTDOWN_GRACE = 10.0  # after the drain: time for interrupted handlers to unwind and record
 
@@ -66,8 +67,10 @@ class Daemon:
         self.active: dict[str, JobRun] = {}
         self._active_lock = threading.Lock()
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._force = threading.Event()
+        # Plain flags, set from the signal handler: a handler must not take a lock the interrupted
+        # main thread may hold (threading.Event.set would deadlock inside Event.wait's own lock).
+        self._stopping = False
+        self._forced = False
         self._keeper_stop = threading.Event()
         self._give_up = threading.Event()  # set at the very end: stop retrying final writes
         self._threads: list[threading.Thread] = []
@@ -89,11 +92,11 @@ class Daemon:
 
     # -- control -------------------------------------------------------------------------------
     def request_stop(self, force: bool = False) -> None:
-        """Signal handler entry: stop claiming; with force, interrupt running jobs now."""
-        self._stop.set()
+        """Signal handler entry: stop claiming; with force, interrupt running jobs now. Lock-free:
+        the main loop's waits are sliced (WAIT_SLICE) and look at these flags."""
+        self._stopping = True
         if force:
-            self._force.set()
-        self._wake.set()
+            self._forced = True
 
     # -- main ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -128,7 +131,7 @@ class Daemon:
         startup_done = False
         backoff = 0.0
         next_rescue = 0.0
-        while not self._stop.is_set():
+        while not self._stopping:
             self.notifier.watchdog()
             try:
                 if not startup_done:
@@ -180,12 +183,11 @@ class Daemon:
     def _wait(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking on a freed slot or a signal; keeps the watchdog fed."""
         deadline = time.monotonic() + seconds
-        while not self._stop.is_set():
+        while not self._stopping:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            slice_ = min(left, self.notifier.watchdog_interval or left)
-            if self._wake.wait(slice_):
+            if self._wake.wait(min(left, WAIT_SLICE)):
                 self._wake.clear()
                 return
             self.notifier.watchdog()
@@ -310,7 +312,7 @@ class Daemon:
                 "pending_unhandled_types": self.stats.unhandled_pending,
                 "max_concurrent_jobs": self.settings.max_concurrent_jobs,
                 "running": running,
-                "draining": self._stop.is_set(),
+                "draining": self._stopping,
             },
             "last_seen_at": datetime.now(UTC).isoformat(),
             "poll_count": self.stats.poll_count,
@@ -323,12 +325,12 @@ class Daemon:
     def _shutdown(self) -> None:
         if self.active:
             self.notifier.stopping()
-            drain = 0.0 if self._force.is_set() else self.settings.drain_seconds
+            drain = 0.0 if self._forced else self.settings.drain_seconds
             log.info("stopping: waiting up to %.0f s for %d running jobs", drain, len(self.active))
             self.notifier.status(f"draining {len(self.active)} jobs")
             deadline = time.monotonic() + drain
-            while self.active and time.monotonic() < deadline and not self._force.is_set():
-                self._wake.wait(0.5)
+            while self.active and time.monotonic() < deadline and not self._forced:
+                self._wake.wait(WAIT_SLICE)
                 self._wake.clear()
                 self.notifier.watchdog()
             with self._active_lock:
@@ -338,7 +340,7 @@ class Daemon:
                 r.interrupt(ShutdownInterrupt)
             deadline = time.monotonic() + SHUTDOWN_GRACE
             while self.active and time.monotonic() < deadline:
-                self._wake.wait(0.5)
+                self._wake.wait(WAIT_SLICE)
                 self._wake.clear()
             with self._active_lock:
                 stuck = list(self.active.values())
