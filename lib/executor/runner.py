@@ -223,6 +223,8 @@ class JobRun:
             patch["invalid_field"] = field
         if hint:
             patch["hint"] = redact(hint)
+        if self.ctx is not None and self.ctx.result:
+            patch["result"] = self.ctx.result  # partial results of a failed job are kept too
         self.writer.line(f"failed in step {step}: {message}", "ERROR")
         self.writer.finish("failed", patch, give_up=self.give_up)
         log.warning("job %s: failed in step %s: %s", self.job_id, step, message)
