@@ -23,6 +23,9 @@ Counters: GET /_sim/stats (lab only; never counted as API requests).
 
 Run: ``python -m lab.ome_sim --devices N [--port 0] [--http] [--seed S]`` prints one JSON line
 {url, username, password, ca_file} and serves until interrupted. Listens on 127.0.0.1 only.
+``--idrac-addresses FILE|a,b,...`` points the iDRAC address of the first servers at those
+addresses (e.g. lab/idrac_sim's "127.0.0.1:PORT"), so a demo's executor can reach them; the JSON
+line then also holds {"idrac_addresses": {service tag: address}}.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -318,6 +322,34 @@ class Fleet:
             "blade": blade,
         }
 
+    def assign_idrac_addresses(self, addresses: Sequence[str]) -> dict[str, str]:
+        """Point the iDRAC entry of the first len(addresses) servers (Type 1000 with a service tag
+        and a usable iDRAC address, in fleet order) at `addresses`; returns service tag -> address."""
+        todo = iter(addresses)
+        assigned: dict[str, str] = {}
+        for dev in self.devices:
+            if dev["Type"] != 1000 or not dev["DeviceServiceTag"]:
+                continue
+            entry = next(
+                (
+                    e
+                    for e in dev["DeviceManagement"]
+                    if e["NetworkAddress"] not in ("", "[::]")
+                    and any(p["AgentName"] == "iDRAC" for p in e["ManagementProfile"])
+                ),
+                None,
+            )
+            if entry is None:
+                continue
+            address = next(todo, None)
+            if address is None:
+                break
+            entry["NetworkAddress"] = address
+            for profile in entry["ManagementProfile"]:
+                profile["ManagementURL"] = f"https://{address}/"
+            assigned[dev["DeviceServiceTag"]] = address
+        return assigned
+
     # -- queries ---------------------------------------------------------------------------------------
     def filtered(self, expr: str) -> list[dict[str, Any]]:
         """Evaluate the small $filter subset OME clients use: `Field eq value` joined by or/and."""
@@ -436,8 +468,10 @@ class OmeSim:
         password: str = "Sim-Passw0rd!",
         session_timeout: float = 1800.0,
         max_sessions: int = MAX_SESSIONS_PER_USER,
+        idrac_addresses: Sequence[str] = (),
     ) -> None:
         self.fleet = Fleet(devices, seed)
+        self.idrac_addresses = self.fleet.assign_idrac_addresses(idrac_addresses) if idrac_addresses else {}
         self.https = https
         self.username = username
         self.password = password
@@ -502,12 +536,15 @@ class OmeSim:
         return f"127.0.0.1:{self.port}"
 
     def info(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "url": self.url,
             "username": self.username,
             "password": self.password,
             "ca_file": self.ca_file,
         }
+        if self.idrac_addresses:
+            info["idrac_addresses"] = self.idrac_addresses
+        return info
 
     # -- counters -------------------------------------------------------------------------------------
     def reset_stats(self) -> None:
@@ -849,6 +886,14 @@ def _make_certs(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "server.pem", folder / "server.key", folder / "ca.pem"
 
 
+def _address_list(value: str | None) -> list[str]:
+    """A file of addresses (whitespace or comma separated), or a comma list."""
+    if not value:
+        return []
+    text = Path(value).read_text() if Path(value).is_file() else value
+    return [a for a in re.split(r"[\s,]+", text) if a]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab.ome_sim", description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=120, help="devices in the fleet (default 120)")
@@ -857,9 +902,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="fleet seed (default 1)")
     p.add_argument("--username", default="admin")
     p.add_argument("--password", default="Sim-Passw0rd!")
+    p.add_argument(
+        "--idrac-addresses",
+        metavar="FILE|LIST",
+        help="iDRAC addresses (host or host:port) for the first servers: a file, or a comma list",
+    )
     args = p.parse_args(argv)
     sim = OmeSim(args.devices, seed=args.seed, https=not args.http, port=args.port,
-                 username=args.username, password=args.password)  # fmt: skip
+                 username=args.username, password=args.password,
+                 idrac_addresses=_address_list(args.idrac_addresses))  # fmt: skip
     sim.start()
     import signal
 

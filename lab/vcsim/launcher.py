@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,8 +172,11 @@ def start(
     password: str | None = None,
     esx: bool = False,
     timeout: float = 180.0,
+    service_tags: Sequence[str] = (),
 ) -> Vcsim:
-    """Build (cached) and start vcsim; returns once it prints its URL."""
+    """Build (cached) and start vcsim; returns once it prints its URL.
+
+    `service_tags` become the serials of the first hosts (by name), e.g. to match OME servers."""
     binary = build()
     password = password or "Lab-" + secrets.token_urlsafe(12)
     workdir = tempfile.mkdtemp(prefix="vcsim-")
@@ -195,6 +198,8 @@ def start(
     ]
     if esx:
         args.append("-esx")
+    if service_tags:
+        args.append("-service-tags=" + ",".join(service_tags))
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, cwd=workdir)
     log_file.close()
     try:

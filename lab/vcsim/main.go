@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,6 +61,7 @@ func main() {
 	cn := flag.String("cn", "vcsim.dsm-lab.local", "common name of the generated certificate")
 	esx := flag.Bool("esx", false, "simulate a standalone ESXi host (apiType HostAgent) instead of vCenter")
 	stdinEOF := flag.Bool("exit-on-stdin-eof", false, "also stop when stdin is closed (the parent went away)")
+	serviceTags := flag.String("service-tags", "", "comma-separated service tags for the first hosts (by name), e.g. OME's; the rest are generated")
 	flag.Parse()
 
 	if *password == "" {
@@ -85,7 +87,13 @@ func main() {
 	}
 	defer m.Remove()
 
-	tags := dellHardware(*seed, *disconnected)
+	var given []string
+	for _, t := range strings.Split(*serviceTags, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			given = append(given, t)
+		}
+	}
+	tags := dellHardware(*seed, *disconnected, given)
 
 	cert, err := selfSignedCert(*cn)
 	if err != nil {
@@ -118,8 +126,9 @@ func main() {
 
 // dellHardware gives every host a deterministic Dell identity. Every fourth host has no
 // hardware.systemInfo.serialNumber (older ESXi builds leave it empty) and only the ServiceTag in
-// otherIdentifyingInfo, so the client's fallback is exercised.
-func dellHardware(seed int64, disconnected int) []string {
+// otherIdentifyingInfo, so the client's fallback is exercised. The first hosts take the `given`
+// tags (so they link to servers another lab part reports), the rest are generated.
+func dellHardware(seed int64, disconnected int, given []string) []string {
 	var hostList []*simulator.HostSystem
 	for _, e := range simulator.Map.All("HostSystem") {
 		if h, ok := e.(*simulator.HostSystem); ok {
@@ -130,10 +139,16 @@ func dellHardware(seed int64, disconnected int) []string {
 
 	rng := mrand.New(mrand.NewSource(seed))
 	seen := map[string]bool{}
+	for _, t := range given {
+		seen[t] = true
+	}
 	var tags []string
 	for i, h := range hostList {
 		tag := ""
-		for tag == "" || seen[tag] {
+		if i < len(given) {
+			tag = given[i]
+		}
+		for tag == "" || (i >= len(given) && seen[tag]) {
 			b := make([]byte, 7)
 			for k := range b {
 				b[k] = tagAlphabet[rng.Intn(len(tagAlphabet))]
