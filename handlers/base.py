@@ -158,6 +158,10 @@ class JobContext(Protocol):
     store: HandlerStore
     executor_id: str
 
+    # True when details.graceful_cancel was set on the running job (rolling updates: finish the
+    # current host, then stop by returning or raising). Not an interrupt: nothing wakes for it.
+    graceful_cancel_requested: bool
+
     @property
     def cancelled(self) -> bool: ...  # True once the UI cancelled or the executor is shutting down
 

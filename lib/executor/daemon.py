@@ -160,6 +160,8 @@ class Daemon:
                 backoff = 0.0
                 self.notifier.ready(f"serving {len(self.job_types)} job types")
             except AgentError as exc:
+                if self.once and not self.notifier.ready_sent and not self.active:
+                    raise  # --once under cron: an unreachable backend is an error exit, not a hang
                 backoff = min(max(1.0, backoff * 2), BACKOFF_MAX)
                 self.stats.last_error = f"backend: {exc}"
                 log.warning("poll failed (%s); retrying in %.0f s", exc, backoff)
