@@ -46,6 +46,7 @@ def run_demo(out: Any = sys.stdout) -> int:
     empty_env = work / "empty.env"
     empty_env.write_text("")  # the scripts must not read a developer's .env
     summary: dict[str, Any] = {}
+    _say(started, "work directory %s", work)
     try:
         _run(stack, work, empty_env, started, summary)
     finally:
@@ -53,7 +54,7 @@ def run_demo(out: Any = sys.stdout) -> int:
             stopped = stack.close()
         summary["stopped"] = stopped
         summary["elapsed"] = time.monotonic() - started
-        if "jobs" in summary:
+        if "ok" in summary:  # ran to the end (not interrupted, no exception)
             _print_summary(summary, out)
     return 0 if summary.get("ok") else 1
 
@@ -225,6 +226,7 @@ def _run(stack: Stack, work: Path, empty_env: Path, started: float, summary: dic
         "EXECUTOR_POLL_INTERVAL": "0.2",
         "EXECUTOR_HEARTBEAT_SECONDS": "2",
         "EXECUTOR_MAX_CONCURRENT_JOBS": "4",
+        "EXECUTOR_DRAIN_SECONDS": "5",
         "IDRAC_CA_BUNDLE": idracs["ca_file"],
         "POWER_POLL_SECONDS": "0.3",
         "OME_CA_BUNDLE": ome["ca_file"],

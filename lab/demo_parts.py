@@ -70,7 +70,7 @@ class Stack:
         self._items.append((name, stop))
 
     def close(self) -> list[str]:
-        """Stop everything; returns the names of what was stopped (the summary prints them)."""
+        """Stop everything, last started first; returns what was stopped, in that order."""
         for proc in list(self.running):
             stop_process(proc)
         self.running.clear()
@@ -82,7 +82,7 @@ class Stack:
                 done.append(name)
             except Exception as exc:  # keep going: the rest must still be stopped
                 log.error("could not stop %s: %s", name, exc)
-        return list(reversed(done))
+        return done
 
 
 def _die_with_parent() -> None:
@@ -201,6 +201,10 @@ def run_program(
             stop_process(proc)
             out = ""
             log.error("%s did not finish within %.0f s; stopped it", name, timeout)
+        except BaseException:  # Ctrl-C: stop it here, before forgetting it
+            with interrupts.shielded():
+                stop_process(proc)
+            raise
         finally:
             stack.running.discard(proc)
         err.seek(0)
