@@ -119,8 +119,11 @@ def tls_check(ep: Endpoint, *, timeout: float = 5.0) -> str:
             cert = conn.getpeercert() if tls.verify else None
     except (ssl.SSLError, ssl.CertificateError) as exc:
         # the same message and hint as a real request would give (lib.http has the one wording)
+        reason: object = exc
+        if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+            reason = f"certificate verify failed: {exc.verify_message})"
         raise translate_exception(
-            requests.exceptions.SSLError(exc), f"https://{ep.where}/", tls, ep.system
+            requests.exceptions.SSLError(reason), f"https://{ep.where}/", tls, ep.system
         ) from None
     except OSError as exc:
         raise TLSError(

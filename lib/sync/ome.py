@@ -290,6 +290,7 @@ def _edge_client(dsm: DsmSettings) -> Any:
 
 def run_check(env: Any, args: argparse.Namespace) -> int:
     """--check: configuration, OME login and version, device count, backend credentials."""
+    from lib.checks import Endpoint, backend_endpoint, endpoint_checks
     from lib.config import dsm_settings, ome_settings
     from lib.ome import type_filter
 
@@ -305,12 +306,17 @@ def run_check(env: Any, args: argparse.Namespace) -> int:
     if not checks.run("configuration", config):
         return checks.exit_code()
     client = OmeClient(holder["ome"])
+    ome_endpoint = Endpoint.from_url(
+        client.http.base_url, setting="OME_HOST", system="OME", tls=holder["ome"].tls
+    )
 
     def login() -> str:
         client.__enter__()
         return f"session opened at {client.http.base_url}"
 
-    if checks.run("OME login", login):
+    if not endpoint_checks(checks, ome_endpoint, "OME"):
+        checks.skip("OME login", "OME is not reachable")
+    elif checks.run("OME login", login):
         try:
 
             def version() -> str:
@@ -338,7 +344,10 @@ def run_check(env: Any, args: argparse.Namespace) -> int:
                     raise
         return "openmanage-sync answers and accepts the credentials"
 
-    checks.run("DSM backend", backend)
+    if endpoint_checks(checks, backend_endpoint(holder["dsm"]), "DSM backend"):
+        checks.run("DSM backend", backend)
+    else:
+        checks.skip("DSM backend", "the backend is not reachable")
     return checks.exit_code()
 
 

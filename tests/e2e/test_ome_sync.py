@@ -277,6 +277,7 @@ def test_check_prints_a_checklist(ome_sim, clean_backend, tmp_path):
     proc = run(tmp_path, {**ome_env(sim), **dsm_env(backend, backend.create_api_token())}, "--check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["OK"] * 5
+    assert [line.split()[0] for line in lines] == ["OK"] * 10
+    assert any(line.startswith("OK   OME TLS: ") and "OME_CA_BUNDLE" in line for line in lines)
     assert "4.1.0" in proc.stdout and sim.stats()["open_sessions"] == 0
     assert servers(backend) == {}
