@@ -315,7 +315,7 @@ def run_check(env: Any, args: argparse.Namespace) -> int:
         return f"session opened at {client.http.base_url}"
 
     if not endpoint_checks(checks, ome_endpoint, "OME"):
-        checks.skip("OME login", "OME is not reachable")
+        checks.skip("OME login", "the connection checks above failed")
     elif checks.run("OME login", login):
         try:
 
@@ -347,7 +347,7 @@ def run_check(env: Any, args: argparse.Namespace) -> int:
     if endpoint_checks(checks, backend_endpoint(holder["dsm"]), "DSM backend"):
         checks.run("DSM backend", backend)
     else:
-        checks.skip("DSM backend", "the backend is not reachable")
+        checks.skip("DSM backend", "the connection checks above failed")
     return checks.exit_code()
 
 

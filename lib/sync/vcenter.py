@@ -341,7 +341,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_check(env: Any) -> int:
     """--check: configuration, DSM credentials, vCenter login and inventory size. Sends nothing."""
+    from lib.checks import Endpoint, backend_endpoint, endpoint_checks
     from lib.config import dsm_settings, vcenter_settings
+    from lib.vsphere import split_host
 
     checks = Checklist()
     holder: dict[str, Any] = {}
@@ -358,8 +360,17 @@ def run_check(env: Any) -> int:
     def dsm() -> str:
         return authenticate_dsm(holder["dsm"]).described
 
+    if not endpoint_checks(checks, backend_endpoint(holder["dsm"]), "DSM backend"):
+        checks.skip("DSM credentials", "the connection checks above failed")
+        checks.skip("vCenter", "DSM checks failed first")
+        return checks.exit_code()
     if not checks.run("DSM credentials", dsm):
         checks.skip("vCenter", "DSM credentials failed first")
+        return checks.exit_code()
+    vc_host, vc_port = split_host(holder["vc"].host, holder["vc"].port)
+    vc_endpoint = Endpoint(vc_host, vc_port, "VCENTER_HOST", "vCenter", holder["vc"].tls)
+    if not endpoint_checks(checks, vc_endpoint, "vCenter"):
+        checks.skip("vCenter login and inventory", "the connection checks above failed")
         return checks.exit_code()
 
     def vcenter() -> str:
