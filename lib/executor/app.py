@@ -47,8 +47,15 @@ def build(env: Env, *, once: bool = False) -> Built:
 
 def check(built: Built) -> list[tuple[str, bool, str]]:
     """(item, ok, detail) rows: configuration, backend, key, migrations, handlers."""
+    from lib.checks import Endpoint, endpoint_rows
+
     rows: list[tuple[str, bool, str]] = [("configuration", True, "all variables valid")]
     d, store = built.daemon, built.store
+    # DNS, TCP and TLS first (lib.checks, shared with the syncs): the first thing to fix, with its hint
+    backend = Endpoint.from_url(
+        built.rest.base_url, setting="SUPABASE_URL", system="the DSM backend", tls=built.rest.http.tls
+    )
+    rows.extend(endpoint_rows(backend, "backend"))
     try:
         version = store.schema_version()
         rows.append(("backend reachable", True, built.rest.base_url))
