@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -165,6 +166,8 @@ def _reason_text(exc: BaseException) -> str:
     return text
 
 
+_VERIFY_REASON_RE = re.compile(r"certificate verify failed: ([^()]+)")
+
 # Which setting names the address of each endpoint, for hints.
 _HOST_SETTING = {"SUPABASE": "SUPABASE_URL", "IDRAC": "the server's iDRAC address in DSM"}
 
@@ -178,7 +181,8 @@ def translate_exception(exc: requests.RequestException, url: str, tls: TLSConfig
     if isinstance(exc, requests.exceptions.SSLError):
         detail = "self-signed certificate" if "self-signed" in reason or "self signed" in reason else None
         if detail is None and "CERTIFICATE_VERIFY_FAILED" in reason:
-            detail = reason.split("certificate verify failed:", 1)[-1].split(")", 1)[0].strip() or "untrusted"
+            found = _VERIFY_REASON_RE.search(reason)
+            detail = found.group(1).strip() if found else "untrusted certificate"
         if detail is None:
             detail = "handshake failed"
         if detail == "handshake failed":

@@ -195,3 +195,19 @@ def test_connection_refused_is_a_connection_error():
         c.get("/api")
     assert "refused" in info.value.message.lower()
     assert info.value.hint
+
+
+def test_tls_reason_is_cut_cleanly_from_the_ssl_message():
+    from lib.http import translate_exception
+
+    exc = requests.exceptions.SSLError(
+        "HTTPSConnectionPool(host='ome', port=443): Max retries exceeded (Caused by SSLError(SSLCertVerificationError("
+        "1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate "
+        "(_ssl.c:1006)')))"
+    )
+    error = translate_exception(exc, "https://ome:443/api", TLSConfig(env_prefix="OME"), "OME")
+    assert (
+        error.message
+        == "TLS certificate verification failed for https://ome:443/api (unable to get local issuer certificate)."
+    )
+    assert "OME_CA_BUNDLE" in error.hint
