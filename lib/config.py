@@ -97,7 +97,9 @@ VARIABLES: list[Var] = [
         "Allow old TLS ciphers for iDRAC 8 firmware (lowers OpenSSL security level).",
     ),
     Var("IDRAC_TIMEOUT", "30", "Seconds to wait for one iDRAC answer."),
-    Var("IDRAC_BUSY_RETRY_SECONDS", "60", "Time budget for retrying a busy iDRAC (RAC0218, SYS518, SWC0700)."),
+    Var(
+        "IDRAC_BUSY_RETRY_SECONDS", "60", "Time budget for retrying a busy iDRAC (RAC0218, SYS518, SWC0700)."
+    ),
     Var("POWER_ACTION_TIMEOUT", "300", "Seconds a power_action waits for the requested power state."),
     Var("POWER_POLL_SECONDS", "2", "Seconds between power-state reads while a power_action waits."),
     # Executor
