@@ -11,30 +11,37 @@ import hashlib
 import hmac
 import json
 import math
-import re
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 
 MAX_AGE_SECONDS = 300
 MAX_FUTURE_SECONDS = 30
 SIGNATURE_HEADER = "x-executor-signature"
 TIMESTAMP_HEADER = "x-executor-timestamp"
 
-_EXPONENT_RE = re.compile(r"e([+-])0*(\d)")
-
 
 def _js_number(value: float) -> str:
+    """ECMAScript Number::toString: the shortest round-trip digits, laid out as JavaScript does."""
     if math.isnan(value) or math.isinf(value):
         return "null"  # JSON.stringify(NaN) === "null"
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    text = repr(value)
-    if "e" in text:
-        # Python writes 1e-07 and 1e+22; JavaScript writes 1e-7 and 1e+22.
-        mantissa, _, exponent = text.partition("e")
-        sign = "-" if exponent.startswith("-") else "+"
-        text = f"{mantissa}e{sign}{int(exponent.lstrip('+-'))}"
-    return text
+    if value == 0:
+        return "0"  # -0 too
+    sign = "-" if value < 0 else ""
+    # repr gives the shortest digits that round-trip, as JavaScript's algorithm does.
+    parts = Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(map(str, parts.digits))
+    n = len(digits) + int(parts.exponent)  # value = 0.<digits> * 10**n
+    k = len(digits)
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * (-n) + digits
+    exponent = n - 1
+    head = digits[0] + ("." + digits[1:] if k > 1 else "")
+    return f"{sign}{head}e{'+' if exponent >= 0 else '-'}{abs(exponent)}"
 
 
 def _utf16_key(key: str) -> bytes:

@@ -1,7 +1,10 @@
 """The executor HMAC must match what the backend computes with JavaScript's JSON.stringify."""
 
 import json
+import math
+import random
 import shutil
+import struct
 import subprocess
 
 import pytest
@@ -40,6 +43,28 @@ def test_canonical_json_follows_javascript_rules():
     assert json.dumps(BODY, sort_keys=True, separators=(",", ":")) != NODE_CANONICAL
 
 
+@pytest.mark.parametrize(
+    "value,javascript",
+    [
+        (1e-5, "0.00001"),
+        (1.5e-6, "0.0000015"),
+        (1.23e-5, "0.0000123"),
+        (1e-7, "1e-7"),
+        (1e21, "1e+21"),
+        (1e20, "100000000000000000000"),
+        (123456789.125, "123456789.125"),
+        (0.30000000000000004, "0.30000000000000004"),
+        (-2.5e-5, "-0.000025"),
+        (-0.0, "0"),
+        (5e-324, "5e-324"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+    ],
+)
+def test_numbers_are_written_as_javascript_writes_them(value, javascript):
+    # Each right-hand side is what Node.js printed for JSON.stringify(value).
+    assert canonical_json(value) == javascript
+
+
 def test_signature_matches_node_vector():
     assert signature(BODY, "shh-secret", 1767225600) == NODE_SIGNATURE
     headers = sign(BODY, "shh-secret", 1767225600)
@@ -60,9 +85,14 @@ def test_verify_window_and_tampering():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_matches_node_on_more_values():
+    rng = random.Random(7)
+    floats = [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0] for _ in range(500)]
+    floats += [rng.uniform(-1e-3, 1e-3) for _ in range(500)] + [rng.uniform(-1e25, 1e25) for _ in range(500)]
+    floats = [f for f in floats if math.isfinite(f)]
     values = [
         {"x": 1.0e-8, "y": 123456789.125, "k": [{"b": 1, "a": 2}], "s": "\u2028\x01\t"},
         [0.1, -0.0, 5e-324],
+        floats,
     ]
     for value in values:
         script = (
