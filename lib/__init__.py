@@ -7,7 +7,13 @@ import sys
 
 __version__ = "0.1.0"
 
-_RUNTIME_MODULES = {"requests": "requests", "tenacity": "tenacity", "dotenv": "python-dotenv"}
+_RUNTIME_MODULES = {
+    "requests": "requests",
+    "tenacity": "tenacity",
+    "dotenv": "python-dotenv",
+    "cryptography": "cryptography",
+    "pyVmomi": "pyvmomi",
+}
 
 
 def require_runtime() -> None:

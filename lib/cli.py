@@ -17,6 +17,8 @@ from lib.logs import redact, setup_logging
 
 log = logging.getLogger(__name__)
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 def base_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -33,7 +35,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> argparse.Argum
         "variables already set in the environment",
     )
     common.add_argument("--log-format", choices=("text", "json"), help="log format on stderr (LOG_FORMAT)")
-    common.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(LOG_LEVEL)")
+    common.add_argument("--log-level", choices=LOG_LEVELS, help="(LOG_LEVEL)")
     common.add_argument("--debug", action="store_true", help="debug logs, and a traceback on errors")
     common.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -47,11 +49,17 @@ def make_env(args: argparse.Namespace, flag_map: Mapping[str, str] | None = None
 
 def _setup_logging_from(args: argparse.Namespace) -> None:
     env = Env(env_file=getattr(args, "env_file", None))
-    level = "DEBUG" if args.debug else (args.log_level or env.str("LOG_LEVEL") or "INFO")
-    fmt = args.log_format or env.str("LOG_FORMAT") or "text"
+    level = "DEBUG" if args.debug else (args.log_level or (env.str("LOG_LEVEL") or "INFO").upper())
+    fmt = args.log_format or (env.str("LOG_FORMAT") or "text").lower()
+    # Set up a working logger before reporting a bad value, so the report itself can be logged.
+    setup_logging(
+        level=level if level in LOG_LEVELS else "INFO", fmt=fmt if fmt in ("text", "json") else "text"
+    )
+    if level not in LOG_LEVELS:
+        env.problems.append(f"LOG_LEVEL: {level!r} is not one of {', '.join(LOG_LEVELS)}")
     if fmt not in ("text", "json"):
-        fmt = "text"
-    setup_logging(level=level, fmt=fmt)
+        env.problems.append(f"LOG_FORMAT: {fmt!r} is not text or json")
+    env.check()
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:

@@ -141,8 +141,13 @@ class Env:
         self.env_file = Path(env_file) if env_file else DEFAULT_ENV_FILE
         self.file_values: dict[str, str] = {}
         self.problems: list[str] = []
-        if self.env_file.is_file():
-            self.file_values = {k: v for k, v in dotenv_values(self.env_file).items() if v is not None}
+        if self.env_file.exists():  # /dev/null is a fine way to say "no file"
+            try:
+                values = dotenv_values(self.env_file)
+            except OSError as exc:
+                values = {}
+                self.problems.append(f"--env-file {self.env_file}: {exc.strerror}")
+            self.file_values = {k: v for k, v in values.items() if v is not None}
         elif env_file is not None:
             self.problems.append(f"--env-file {self.env_file}: no such file")
         self.interactive = sys.stdin.isatty() if interactive is None else interactive

@@ -103,7 +103,7 @@ class JSONFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                out[key] = value if isinstance(value, str | int | float | bool | None) else redact(str(value))
+                out[key] = value if isinstance(value, int | float | bool | None) else redact(str(value))
         if record.exc_text:
             out["exception"] = record.exc_text
         return json.dumps(out, ensure_ascii=False)

@@ -46,11 +46,11 @@ def test_alias_names_of_existing_deployments_work(tmp_path):
     "text,expected", [("TRUE", True), ("yes", True), ("1", True), ("No", False), ("0", False)]
 )
 def test_booleans_accept_common_words(text, expected):
-    assert Env(environ={"OME_VERIFY_SSL": text}).bool("OME_VERIFY_SSL") is expected
+    assert Env(environ={"OME_VERIFY_SSL": text}, env_file="/dev/null").bool("OME_VERIFY_SSL") is expected
 
 
 def test_bad_boolean_names_the_variable_and_value():
-    env = Env(environ={"OME_VERIFY_SSL": "maybe"})
+    env = Env(environ={"OME_VERIFY_SSL": "maybe"}, env_file="/dev/null")
     env.bool("OME_VERIFY_SSL")
     with pytest.raises(ConfigError) as info:
         env.check()
@@ -59,7 +59,7 @@ def test_bad_boolean_names_the_variable_and_value():
 
 
 def test_missing_password_without_terminal_is_a_config_error_naming_it():
-    env = Env(environ={"OME_HOST": "ome", "OME_USERNAME": "admin"}, interactive=False)
+    env = Env(environ={"OME_HOST": "ome", "OME_USERNAME": "admin"}, env_file="/dev/null", interactive=False)
     ome_settings(env)
     with pytest.raises(ConfigError) as info:
         env.check()
@@ -67,7 +67,7 @@ def test_missing_password_without_terminal_is_a_config_error_naming_it():
 
 
 def test_every_problem_is_reported_at_once():
-    env = Env(environ={"OME_PORT": "http", "OME_PAGE_SIZE": "5000"}, interactive=False)
+    env = Env(environ={"OME_PORT": "http", "OME_PAGE_SIZE": "5000"}, env_file="/dev/null", interactive=False)
     ome_settings(env)
     with pytest.raises(ConfigError) as info:
         env.check()
@@ -77,7 +77,7 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_secrets_read_through_env_are_redacted():
-    env = Env(environ={"OME_PASSWORD": "Zebra-Secret-991"})
+    env = Env(environ={"OME_PASSWORD": "Zebra-Secret-991"}, env_file="/dev/null")
     env.str("OME_PASSWORD")
     assert "Zebra-Secret-991" not in redact("login failed for password Zebra-Secret-991")
 
@@ -88,3 +88,24 @@ def test_every_variable_is_documented_in_readme():
     readme = (PROJECT_ROOT / "README.md").read_text()
     missing = [v.name for v in VARIABLES if f"`{v.name}`" not in readme]
     assert not missing, f"README.md's variable table lacks {missing}"
+
+
+def test_missing_env_file_is_named_and_dev_null_is_accepted(tmp_path):
+    env = Env(env_file=tmp_path / "nope.env", environ={})
+    with pytest.raises(ConfigError) as info:
+        env.check()
+    assert "nope.env" in str(info.value)
+    Env(env_file="/dev/null", environ={}).check()  # no problem
+
+
+def test_bad_log_level_is_a_configuration_error_not_a_crash(monkeypatch, capsys):
+    from lib.cli import base_parser, run
+
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    with pytest.raises(SystemExit) as info:
+        run(
+            base_parser("prog", "test"), lambda args: 0, ["--env-file", "/dev/null"], sigterm_interrupts=False
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "LOG_LEVEL" in err and "VERBOSE" in err

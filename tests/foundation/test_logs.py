@@ -55,10 +55,13 @@ def test_json_lines_are_redacted_and_parseable():
     setup_logging(level="INFO", fmt="json", stream=stream)
     try:
         register_secret(PASSWORD)
-        logging.getLogger("test.json").info("password is %s", PASSWORD, extra={"job_id": "j-1"})
+        logging.getLogger("test.json").info(
+            "password is %s", PASSWORD, extra={"job_id": "j-1", "target": f"admin:{PASSWORD}"}
+        )
         record = json.loads(stream.getvalue().strip().splitlines()[-1])
         assert record["message"] == "password is ***"
         assert record["job_id"] == "j-1"
+        assert record["target"] == "admin:***"  # structured extras are redacted too
         assert record["level"] == "INFO"
         assert record["ts"].endswith("Z")
     finally:
