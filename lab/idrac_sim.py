@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
-import ipaddress
 import json
 import secrets
 import signal
@@ -32,6 +30,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from lab.tls import make_tls
 
 ROOT = "/redfish/v1"
 SYSTEM_ID = "System.Embedded.1"
@@ -826,68 +826,6 @@ def apply_control(b: SimBMC, cmd: dict[str, Any]) -> None:
         b.reboot(float(cmd["reboot"]))
 
 
-# ---- TLS material -------------------------------------------------------------------------
-def make_tls(directory: Path) -> tuple[ssl.SSLContext, str]:
-    """A throw-away CA and a leaf for 127.0.0.1/localhost. Returns (server context, CA file)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "DSM lab iDRAC CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idrac-sim")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    ca_file = directory / "idrac-sim-ca.pem"
-    ca_file.write_bytes(ca.public_bytes(pem))
-    cert_file = directory / "idrac-sim-cert.pem"
-    cert_file.write_bytes(leaf.public_bytes(pem))
-    key_file = directory / "idrac-sim-key.pem"
-    key_file.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(cert_file), str(key_file))
-    return ctx, str(ca_file)
-
-
 class IdracFleet:
     """Many simulated iDRACs. Context manager; `stop()` closes every listener."""
 
@@ -897,7 +835,8 @@ class IdracFleet:
         self.ca_file: str | None = None
         ctx = None
         if tls:
-            ctx, self.ca_file = make_tls(Path(self._tmp.name))
+            files = make_tls(Path(self._tmp.name), name="idrac-sim")
+            ctx, self.ca_file = files.server_context(), str(files.ca_file)
         self.bmcs: list[SimBMC] = []
         self._ctx = ctx
         self._options = bmc_options

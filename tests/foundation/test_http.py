@@ -1,6 +1,5 @@
 """The retry policy (unit, with `responses`) and TLS and connection failures (real local servers)."""
 
-import datetime
 import http.server
 import socket
 import ssl
@@ -9,11 +8,8 @@ import threading
 import pytest
 import requests
 import responses
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from lab.tls import make_tls
 from lib.errors import AuthError, ConnectRefusedError, RemoteError, TLSError
 from lib.http import HttpClient, RetryPolicy, TLSConfig, raise_for_status
 
@@ -103,32 +99,8 @@ def test_connection_errors_are_retried_for_gets():
 
 
 def _self_signed(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-            False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
+    files = make_tls(tmp_path, name="ome", common_name="127.0.0.1", self_signed=True, hosts=("127.0.0.1",))
+    return files.cert_file, files.key_file
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
