@@ -80,11 +80,13 @@ from lib.executor.errors import (
     UnknownJobType,
 )
 from lib.executor.models import Credentials, Job, JobStatus, Phase, Priority, Server, TargetResult
+from lib.executor.settings import HandlerSettings
 
 __all__ = [
     "AlreadyDone",
     "Credentials",
     "Handler",
+    "HandlerSettings",
     "HandlerStore",
     "Interrupted",
     "InvalidJobInput",
@@ -157,6 +159,9 @@ class JobContext(Protocol):
     job: Job  # frozen, from Job.from_row
     store: HandlerStore
     executor_id: str
+    # IDRAC_* and POWER_* settings, read once by the executor from its Env (--env-file included).
+    # Handlers read settings only from here, never from the environment.
+    settings: HandlerSettings
 
     # True when details.graceful_cancel was set on the running job (rolling updates: finish the
     # current host, then stop by returning or raising). Not an interrupt: nothing wakes for it.
@@ -241,7 +246,8 @@ class Handler:
 
     def validate(self, job: Job) -> Any:
         """Check the job's input and return the parameters the other phases use.
-        Pure (no I/O). Raise InvalidJobInput(field, problem) naming the field."""
+        Pure: no I/O and no settings (defaults from ctx.settings are applied in preflight/execute).
+        Raise InvalidJobInput(field, problem) naming the field."""
         return dict(job.details)
 
     def preflight(self, ctx: JobContext, params: Any) -> None:

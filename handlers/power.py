@@ -20,7 +20,6 @@ from handlers.base import (
     TaskHandle,
     raise_for_failed_targets,
 )
-from lib.config import Env
 from lib.errors import ConnectivityError, RemoteError
 from lib.redfish import RETRYABLE_CODES, client_for
 
@@ -58,7 +57,7 @@ def already_done(action: str, state: str | None) -> bool:
     )
 
 
-def _number(details: Any, key: str, default: float, minimum: float) -> float:
+def _number(details: Any, key: str, default: float | None, minimum: float) -> float | None:
     value = details.get(key)
     if value is None:
         return default
@@ -87,15 +86,20 @@ class PowerActionHandler(Handler):
                 f"{raw!r} is not a Redfish ResetType; one of {', '.join(RESET_TYPES)}",
                 hint="'Off' is ambiguous: use GracefulShutdown (asks the OS) or ForceOff (cuts power).",
             )
-        env = Env()
+        # None: the executor's POWER_ACTION_TIMEOUT / POWER_POLL_SECONDS (ctx.settings, in execute)
         return {
             "action": action,
-            "timeout": _number(d, "timeout_seconds", env.float("POWER_ACTION_TIMEOUT", min=1), 1),
-            "poll": _number(d, "poll_interval_seconds", env.float("POWER_POLL_SECONDS", min=0.05), 0.05),
+            "timeout": _number(d, "timeout_seconds", None, 1),
+            "poll": _number(d, "poll_interval_seconds", None, 0.05),
             "wait": bool(d.get("wait", True)),
         }
 
     def execute(self, ctx: JobContext, params: dict[str, Any]) -> None:
+        params = {
+            **params,
+            "timeout": params["timeout"] or ctx.settings.power_action_timeout,
+            "poll": params["poll"] or ctx.settings.power_poll_seconds,
+        }
         targets = ctx.targets()
         action = params["action"]
         with ctx.step(f"{action} on {len(targets)} server(s)", retry_safe=action in ("On", "ForceOff")):

@@ -19,10 +19,10 @@ Systems, Managers and Chassis collections; actions from their `target`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -651,22 +651,18 @@ def tls_for(base: TLSConfig, requires_legacy_ssl: bool) -> TLSConfig:
     return dataclasses.replace(base, legacy=True) if requires_legacy_ssl and not base.legacy else base
 
 
-@functools.lru_cache(maxsize=1)
-def default_settings() -> Any:
-    """IDRAC_* settings of this process, read once (the executor's environment and .env)."""
-    from lib.config import Env, idrac_settings
-
-    env = Env()
-    settings = idrac_settings(env)
-    env.check()
-    return settings
+def busy_policy(seconds: float) -> RetryPolicy:
+    """BUSY_RETRY bounded by IDRAC_BUSY_RETRY_SECONDS (given by the caller, never read here)."""
+    return dataclasses.replace(BUSY_RETRY, max_seconds=seconds)
 
 
-def busy_policy() -> RetryPolicy:
-    """BUSY_RETRY bounded by IDRAC_BUSY_RETRY_SECONDS."""
-    from lib.config import Env
+def _no_cache() -> None:
+    """Settings are no longer cached in this module (they travel in ctx.settings)."""
 
-    return dataclasses.replace(BUSY_RETRY, max_seconds=Env().float("IDRAC_BUSY_RETRY_SECONDS", min=0))
+
+# Kept only so callers that cleared the former lru_cache (tests/e2e/test_idrac_handlers.py,
+# bench/fleet_power_bench.py) keep working until they drop the call. Holds no state.
+default_settings = types.SimpleNamespace(cache_clear=_no_cache)
 
 
 def audit_to_context(ctx: Any, server_id: str | None) -> AuditFn:
@@ -690,15 +686,17 @@ def audit_to_context(ctx: Any, server_id: str | None) -> AuditFn:
 
 def client_for(ctx: Any, server: Any, credentials: Any, *, settings: Any = None) -> RedfishClient:
     """A client for one `servers` row inside a job: TLS from IDRAC_* (legacy when the row asks),
-    audit to idrac_commands, retries that wake on cancel (ctx.sleep). Use it with `with`."""
-    settings = settings or default_settings()
+    audit to idrac_commands, retries that wake on cancel (ctx.sleep). Use it with `with`.
+    settings: a lib.executor.settings.HandlerSettings; default ctx.settings (read once by
+    lib.executor.app.build from the program's Env, --env-file included)."""
+    cfg = settings or ctx.settings
     return RedfishClient(
         server.ip_address,
         credentials.username,
         credentials.password,
-        tls=tls_for(settings.tls, bool(getattr(server, "requires_legacy_ssl", False))),
-        timeout=settings.timeout,
+        tls=tls_for(cfg.idrac.tls, bool(getattr(server, "requires_legacy_ssl", False))),
+        timeout=cfg.idrac.timeout,
         audit=audit_to_context(ctx, getattr(server, "id", None) or None),
-        busy_retry=busy_policy(),
+        busy_retry=busy_policy(cfg.idrac_busy_retry_seconds),
         sleep=ctx.sleep,
     )

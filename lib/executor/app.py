@@ -6,12 +6,13 @@ import logging
 from dataclasses import dataclass
 
 import handlers as registry
-from lib.config import Env, dsm_settings, executor_settings, idrac_settings
+from lib.config import Env, dsm_settings, executor_settings
 from lib.dsm.credentials import CredentialResolver
 from lib.dsm.rest import RestClient
 from lib.errors import AgentError, AuthError, ConfigError
 from lib.executor.context import IdracSlots, Services
 from lib.executor.daemon import Daemon
+from lib.executor.settings import handler_settings
 from lib.executor.store import MIGRATION_FILE, SCHEMA_VERSION, HandlerStoreImpl, JobStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def build(env: Env, *, once: bool = False) -> Built:
     """Read and validate every setting (all problems at once), then build the daemon."""
     dsm = dsm_settings(env, need_service_role=True)
     ex = executor_settings(env)
-    idrac = idrac_settings(env)
+    handler_cfg = handler_settings(env)  # IDRAC_*, POWER_*: read here, once, from this Env
     env.check()
     extra = registry.load_extra(ex.extra_handlers) if ex.extra_handlers else []
     if extra:
@@ -38,9 +39,12 @@ def build(env: Env, *, once: bool = False) -> Built:
     services = Services(
         store=store,
         handler_store=HandlerStoreImpl(rest, store),
-        resolver=CredentialResolver(rest, default_user=idrac.user, default_password=idrac.password),
+        resolver=CredentialResolver(
+            rest, default_user=handler_cfg.idrac.user, default_password=handler_cfg.idrac.password
+        ),
         idrac_slots=IdracSlots(4),
         executor_id=ex.executor_id,
+        settings=handler_cfg,
     )
     return Built(Daemon(ex, store, services, once=once), rest, store)
 

@@ -16,6 +16,7 @@ from lib.dsm.credentials import CredentialResolver, host_of, ip_in_range
 from lib.errors import AgentError
 from lib.executor.errors import Interrupted, InvalidJobInput, JobCancelled, LeaseLost, ShutdownInterrupt
 from lib.executor.models import Credentials, Job, Phase, Server, TargetResult
+from lib.executor.settings import HandlerSettings, handler_settings_from_process
 from lib.executor.store import HandlerStoreImpl, JobStore
 from lib.executor.writer import JobWriter, log_line
 from lib.logs import redact
@@ -59,13 +60,20 @@ class IdracSlots:
 
 @dataclass
 class Services:
-    """What every job context shares: the backend store, credentials, the iDRAC cap."""
+    """What every job context shares: the backend store, credentials, the iDRAC cap, the settings
+    handlers read (ctx.settings). job-executor.py passes settings read from its own Env (app.build);
+    a caller that builds Services by hand without them gets the process environment's, validated."""
 
     store: JobStore
     handler_store: HandlerStoreImpl
     resolver: CredentialResolver
     idrac_slots: IdracSlots
     executor_id: str
+    settings: HandlerSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings is None:
+            self.settings = handler_settings_from_process()
 
 
 class TaskHandleImpl:
@@ -118,6 +126,7 @@ class JobContextImpl:
         self.services = services
         self.store = services.handler_store
         self.executor_id = services.executor_id
+        self.settings: HandlerSettings = services.settings  # type: ignore[assignment]
         self._interrupt = threading.Event()
         self._reason: type[Interrupted] | None = None
         self.graceful_cancel_requested = False
