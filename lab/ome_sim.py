@@ -13,6 +13,9 @@ dell/OpenManage-Enterprise and dellemc-openmanage-ansible-modules), including th
   PowerState code (PowerState 1 on disconnected devices), DeviceManagement entries with "[::]" and
   non-iDRAC agents, Identifier differing from DeviceServiceTag, ManagedState 4000, blades with
   SlotConfiguration, a server without a service tag, one with no usable address;
+- every management address is on loopback (127.100.x.y for the fleet, 127.50.x.y / 127.60.x.y and
+  "[::1]" for the traps; "[::]" and "" as the unusable entries), so that no lab job built from a
+  synced inventory can make the executor connect off this machine;
 - GET /api/DeviceService/Devices(<Id>)/InventoryDetails('<type>'): some devices answer as a
   collection ({"value": [...]}) instead of one object, as real appliances sometimes do;
 - GET /api/ApplicationService/Info.
@@ -100,8 +103,10 @@ def _mgmt(mid: int, address: str, agent: str, version: str, i: int, dns: str = "
 
 
 def _idrac_ip(i: int) -> str:
+    """Loopback only (127.100.0.1, 127.100.0.2, ...): the OME sync writes these into servers, and a
+    lab job over "all servers" must never make the executor connect off this machine."""
     i += 1  # no address ending in .0
-    return f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+    return f"127.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
 
 
 @dataclass
@@ -198,10 +203,26 @@ class Fleet:
             "DeviceManagement": [],
             "Actions": None,
         }
-        for nav in ("SensorHealth", "Settings", "Temperature", "Power", "SystemUpTime", "BlinkStatus",
-                    "PowerUsageByDevice", "DeviceBladeSlots", "GraphicInfo", "DeployRequired",
-                    "InventoryDetails", "HardwareLogs", "SubSystemHealth", "RecentActivity",
-                    "InventoryTypes", "LogSeverities", "Faults", "Operations"):  # fmt: skip
+        for nav in (
+            "SensorHealth",
+            "Settings",
+            "Temperature",
+            "Power",
+            "SystemUpTime",
+            "BlinkStatus",
+            "PowerUsageByDevice",
+            "DeviceBladeSlots",
+            "GraphicInfo",
+            "DeployRequired",
+            "InventoryDetails",
+            "HardwareLogs",
+            "SubSystemHealth",
+            "RecentActivity",
+            "InventoryTypes",
+            "LogSeverities",
+            "Faults",
+            "Operations",
+        ):
             dev[f"{nav}@odata.navigationLink"] = f"{link}/{nav}"
         return dev
 
@@ -252,7 +273,7 @@ class Fleet:
             dev["DeviceManagement"] = [
                 _mgmt(6001, "[::]", "iDRAC", "6.10.30.00", i),
                 _mgmt(6002, "", "iDRAC", "6.10.30.00", i),
-                _mgmt(6003, "192.168.50.11", "iDRAC", "6.10.30.00", i),
+                _mgmt(6003, "127.50.50.11", "iDRAC", "6.10.30.00", i),
             ]
             self.inventory[d]["idrac"] = "6.10.30.00"
             return dev
@@ -260,21 +281,21 @@ class Fleet:
         def non_idrac_first(i: int, d: int) -> dict[str, Any]:
             dev = self._server(i, d, "OSAGENT")
             dev["DeviceManagement"] = [
-                _mgmt(6011, "192.168.60.5", "OMSA", "11.0.0.0", i),
-                _mgmt(6012, "192.168.50.12", "iDRAC", "7.00.00.00", i),
+                _mgmt(6011, "127.60.60.5", "OMSA", "11.0.0.0", i),
+                _mgmt(6012, "127.50.50.12", "iDRAC", "7.00.00.00", i),
             ]
             return dev
 
         def ipv6_idrac(i: int, d: int) -> dict[str, Any]:
             dev = self._server(i, d, "V6ONLY1")
-            dev["DeviceManagement"] = [_mgmt(6021, "[2001:db8::12]", "iDRAC", "5.10.50.00", i)]
+            dev["DeviceManagement"] = [_mgmt(6021, "[::1]", "iDRAC", "5.10.50.00", i)]
             return dev
 
         def no_idrac_agent(i: int, d: int) -> dict[str, Any]:
             dev = self._server(i, d, "NOIDRAC")
             dev["DeviceManagement"] = [
                 _mgmt(6031, "[::]", "OMSA", "10.3.0.0", i),
-                _mgmt(6032, "192.168.60.14", "OMSA", "10.3.0.0", i),
+                _mgmt(6032, "127.60.60.14", "OMSA", "10.3.0.0", i),
             ]
             return dev
 
@@ -303,10 +324,16 @@ class Fleet:
             dev = self._server(i, d, "BLADE01")
             dev.update(Model="PowerEdge MX750c", ChassisServiceTag="CHAS001", Status=4000, PowerState=20)
             dev["SlotConfiguration"] = {
-                "ChassisName": "MX-CHAS001", "ChassisId": "10053", "ChassisServiceTag": "CHAS001",
-                "DeviceType": "1000", "SlotId": "10072", "SlotNumber": "1", "SlotName": "SLED-1",
-                "SlotType": "2000", "SledBlockPowerOn": "None",
-            }  # fmt: skip
+                "ChassisName": "MX-CHAS001",
+                "ChassisId": "10053",
+                "ChassisServiceTag": "CHAS001",
+                "DeviceType": "1000",
+                "SlotId": "10072",
+                "SlotNumber": "1",
+                "SlotName": "SLED-1",
+                "SlotType": "2000",
+                "SledBlockPowerOn": "None",
+            }
             return dev
 
         return {
@@ -367,30 +394,63 @@ class Fleet:
         link = f"/api/DeviceService/Devices({dev_id})/InventoryDetails('{kind}')"
         if kind == "serverProcessors":
             info = [
-                {"Id": 1000 + c, "Family": "Intel(R) Xeon(TM)", "MaxSpeed": 4000, "CurrentSpeed": 2100,
-                 "SlotNumber": f"CPU.Socket.{c + 1}", "Status": 1000, "NumberOfCores": 16,
-                 "NumberOfEnabledCores": 16, "BrandName": "Intel", "ModelName": "Intel(R) Xeon(R) Gold 6338",
-                 "InstanceId": f"CPU.Socket.{c + 1}", "Voltage": "1.8"}
+                {
+                    "Id": 1000 + c,
+                    "Family": "Intel(R) Xeon(TM)",
+                    "MaxSpeed": 4000,
+                    "CurrentSpeed": 2100,
+                    "SlotNumber": f"CPU.Socket.{c + 1}",
+                    "Status": 1000,
+                    "NumberOfCores": 16,
+                    "NumberOfEnabledCores": 16,
+                    "BrandName": "Intel",
+                    "ModelName": "Intel(R) Xeon(R) Gold 6338",
+                    "InstanceId": f"CPU.Socket.{c + 1}",
+                    "Voltage": "1.8",
+                }
                 for c in range(inv["cpus"])
-            ]  # fmt: skip
+            ]
         elif kind == "serverMemoryDevices":
             info = [
-                {"Id": 2000 + m, "Name": f"DIMM.Socket.A{m + 1}", "BankName": "A",
-                 "Size": inv["dimm_mb"], "Manufacturer": "Hynix Semiconductor", "PartNumber": "HMA84GR7",
-                 "SerialNumber": f"{dev_id * 100 + m:08X}", "TypeDetails": "DDR4 DIMM", "Speed": 3200,
-                 "CurrentOperatingSpeed": 3200, "Rank": "Dual Rank", "InstanceId": f"DIMM.Socket.A{m + 1}",
-                 "DeviceDescription": f"DIMM A{m + 1}", "Status": 1000}
+                {
+                    "Id": 2000 + m,
+                    "Name": f"DIMM.Socket.A{m + 1}",
+                    "BankName": "A",
+                    "Size": inv["dimm_mb"],
+                    "Manufacturer": "Hynix Semiconductor",
+                    "PartNumber": "HMA84GR7",
+                    "SerialNumber": f"{dev_id * 100 + m:08X}",
+                    "TypeDetails": "DDR4 DIMM",
+                    "Speed": 3200,
+                    "CurrentOperatingSpeed": 3200,
+                    "Rank": "Dual Rank",
+                    "InstanceId": f"DIMM.Socket.A{m + 1}",
+                    "DeviceDescription": f"DIMM A{m + 1}",
+                    "Status": 1000,
+                }
                 for m in range(inv["dimms"])
-            ]  # fmt: skip
+            ]
         elif kind == "deviceSoftware":
             info = [
-                {"Version": inv["idrac"], "InstallationDate": "2024-01-10 10:00:00.000", "Status": "Installed",
-                 "SoftwareType": "FRMW", "DeviceDescription": "Integrated Dell Remote Access Controller",
-                 "InstanceId": "DCIM:INSTALLED#iDRAC.Embedded.1-1#IDRACinfo", "ComponentId": "25227"},
-                {"Version": inv["bios"], "InstallationDate": "2024-01-10 10:00:00.000", "Status": "Installed",
-                 "SoftwareType": "BIOS", "DeviceDescription": "BIOS", "InstanceId": "DCIM:INSTALLED#741__BIOS.Setup.1-1",
-                 "ComponentId": "159"},
-            ]  # fmt: skip
+                {
+                    "Version": inv["idrac"],
+                    "InstallationDate": "2024-01-10 10:00:00.000",
+                    "Status": "Installed",
+                    "SoftwareType": "FRMW",
+                    "DeviceDescription": "Integrated Dell Remote Access Controller",
+                    "InstanceId": "DCIM:INSTALLED#iDRAC.Embedded.1-1#IDRACinfo",
+                    "ComponentId": "25227",
+                },
+                {
+                    "Version": inv["bios"],
+                    "InstallationDate": "2024-01-10 10:00:00.000",
+                    "Status": "Installed",
+                    "SoftwareType": "BIOS",
+                    "DeviceDescription": "BIOS",
+                    "InstanceId": "DCIM:INSTALLED#741__BIOS.Setup.1-1",
+                    "ComponentId": "159",
+                },
+            ]
         else:
             info = []
         detail = {
@@ -400,8 +460,11 @@ class Fleet:
             "InventoryInfo": info,
         }
         if inv["as_collection"]:
-            return {"@odata.context": "/api/$metadata#Collection(DeviceService.InventoryDetail)",
-                    "@odata.count": 1, "value": [detail]}  # fmt: skip
+            return {
+                "@odata.context": "/api/$metadata#Collection(DeviceService.InventoryDetail)",
+                "@odata.count": 1,
+                "value": [detail],
+            }
         detail["@odata.context"] = "/api/$metadata#DeviceService.InventoryDetail"
         return detail
 
@@ -666,8 +729,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _unauthorised(self) -> None:
         with self.sim.lock:
             self.sim.auth_failures += 1
-        self._send(401, _error("CGEN1008", "Unable to process the request because an error occurred.",
-                               "Log in again and retry the operation."))  # fmt: skip
+        self._send(
+            401,
+            _error(
+                "CGEN1008",
+                "Unable to process the request because an error occurred.",
+                "Log in again and retry the operation.",
+            ),
+        )
 
     # -- verbs ------------------------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -680,21 +749,36 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return self._unauthorised()
         if path == "/api/ApplicationService/Info":
-            return self._send(200, {
-                "@odata.context": "/api/$metadata#ApplicationService.Info",
-                "@odata.type": "#ApplicationService.Info", "@odata.id": "/api/ApplicationService/Info",
-                "Name": "OpenManage Enterprise", "Description": "OpenManage Enterprise",
-                "Vendor": "Dell EMC", "Version": API_VERSION, "BuildNumber": "26",
-                "BuildDate": "2024-04-01 00:00:00.000", "Guid": "f5a8c7e0-0000-4000-8000-000000000001",
-                "OperationJobId": 0, "OperationStatus": "Completed",
-            })  # fmt: skip
+            return self._send(
+                200,
+                {
+                    "@odata.context": "/api/$metadata#ApplicationService.Info",
+                    "@odata.type": "#ApplicationService.Info",
+                    "@odata.id": "/api/ApplicationService/Info",
+                    "Name": "OpenManage Enterprise",
+                    "Description": "OpenManage Enterprise",
+                    "Vendor": "Dell EMC",
+                    "Version": API_VERSION,
+                    "BuildNumber": "26",
+                    "BuildDate": "2024-04-01 00:00:00.000",
+                    "Guid": "f5a8c7e0-0000-4000-8000-000000000001",
+                    "OperationJobId": 0,
+                    "OperationStatus": "Completed",
+                },
+            )
         if path == "/api/DeviceService/Devices":
             return self._devices(params)
         m = re.fullmatch(r"/api/DeviceService/Devices\((\d+)\)(?:/InventoryDetails\('(\w+)'\))?", path)
         if m:
             return self._device(int(m.group(1)), m.group(2))
-        self._send(404, _error("CGEN1004", "Unable to complete the request because the resource URI "
-                               "does not exist or is not implemented."))  # fmt: skip
+        self._send(
+            404,
+            _error(
+                "CGEN1004",
+                "Unable to complete the request because the resource URI "
+                "does not exist or is not implemented.",
+            ),
+        )
 
     def _devices(self, params: dict[str, str]) -> None:
         sim = self.sim
@@ -703,8 +787,12 @@ class _Handler(BaseHTTPRequestHandler):
             skip = int(params.get("$skip", 0))
             rows = sim.fleet.filtered(params.get("$filter", ""))
         except (ValueError, FilterError):
-            return self._send(400, _error("CGEN1006", "Unable to complete the request because the "
-                                          "query parameters are invalid."))  # fmt: skip
+            return self._send(
+                400,
+                _error(
+                    "CGEN1006", "Unable to complete the request because the query parameters are invalid."
+                ),
+            )
         with sim.lock:
             sim.max_top_seen = max(sim.max_top_seen, top)
             fault = sim.faults.page_errors.get(skip)
@@ -714,8 +802,14 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 status = 0
         if status:
-            return self._send(status, _error("CGEN1009", "Unable to complete the request because the "
-                                              "server is busy.", "Retry the operation."))  # fmt: skip
+            return self._send(
+                status,
+                _error(
+                    "CGEN1009",
+                    "Unable to complete the request because the server is busy.",
+                    "Retry the operation.",
+                ),
+            )
         body: dict[str, Any] = {
             "@odata.context": "/api/$metadata#Collection(DeviceService.Device)",
             "@odata.count": len(rows),
@@ -730,8 +824,14 @@ class _Handler(BaseHTTPRequestHandler):
         sim = self.sim
         dev = sim.fleet.by_id.get(dev_id)
         if dev is None:
-            return self._send(404, _error("CGEN1004", "Unable to complete the request because the "
-                                          "resource URI does not exist or is not implemented."))  # fmt: skip
+            return self._send(
+                404,
+                _error(
+                    "CGEN1004",
+                    "Unable to complete the request because the "
+                    "resource URI does not exist or is not implemented.",
+                ),
+            )
         if kind is None:
             return self._send(200, dict(dev, **{"@odata.context": "/api/$metadata#DeviceService.Device"}))
         with sim.lock:
@@ -741,8 +841,14 @@ class _Handler(BaseHTTPRequestHandler):
                 fault[1] -= 1
                 status = fault[0]
         if status:
-            return self._send(status, _error("CGEN1009", "Unable to complete the request because the "
-                                              "server is busy.", "Retry the operation."))  # fmt: skip
+            return self._send(
+                status,
+                _error(
+                    "CGEN1009",
+                    "Unable to complete the request because the server is busy.",
+                    "Retry the operation.",
+                ),
+            )
         detail = sim.fleet.inventory_detail(dev_id, kind)
         if detail is None:
             return self._send(404, _error("CGEN1004", "Inventory not available for this device."))
@@ -765,15 +871,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _login(self, body: Any) -> None:
         sim = self.sim
         if not isinstance(body, dict) or "UserName" not in body or "Password" not in body:
-            return self._send(400, _error("CGEN1006", "Unable to complete the request because the "
-                                          "input value is invalid."))  # fmt: skip
+            return self._send(
+                400, _error("CGEN1006", "Unable to complete the request because the input value is invalid.")
+            )
         if body["UserName"] != sim.username or body["Password"] != sim.password:
             with sim.lock:
                 sim.auth_failures += 1
-            return self._send(401, _error(
-                "CSEC5002", "Unable to complete the operation because an invalid username and/or "
-                "password is entered, and therefore authentication failed.",
-                "Enter valid user name and password and retry the operation."))  # fmt: skip
+            return self._send(
+                401,
+                _error(
+                    "CSEC5002",
+                    "Unable to complete the operation because an invalid username and/or "
+                    "password is entered, and therefore authentication failed.",
+                    "Enter valid user name and password and retry the operation.",
+                ),
+            )
         with sim.lock:
             sim._expire_idle()
             if sum(1 for s in sim.sessions.values() if s.user == body["UserName"]) >= sim.max_sessions:
@@ -786,18 +898,35 @@ class _Handler(BaseHTTPRequestHandler):
                 sim.sessions[token] = _Session(sid, token, body["UserName"], time.monotonic())
                 sim.sessions_created += 1
         if refused:
-            return self._send(400, _error(
-                "CURS1209", "Unable to create a session because the maximum number of sessions "
-                "for this user has been reached.", "Close unused sessions and retry."))  # fmt: skip
-        self._send(201, {
-            "@odata.context": "/api/$metadata#SessionService.Session",
-            "@odata.type": "#SessionService.Session",
-            "@odata.id": f"/api/SessionService/Sessions('{sid}')",
-            "Id": sid, "Description": body["UserName"], "Name": body.get("SessionType", "API"),
-            "UserName": body["UserName"], "UserId": 10078, "Password": None,
-            "Roles": ["ADMINISTRATOR"], "IpAddress": self.client_address[0],
-            "StartTimeStamp": _ts(0), "LastAccessedTimeStamp": _ts(0), "DirectoryGroup": [],
-        }, {"X-Auth-Token": token, "Location": f"/api/SessionService/Sessions('{sid}')"})  # fmt: skip
+            return self._send(
+                400,
+                _error(
+                    "CURS1209",
+                    "Unable to create a session because the maximum number of sessions "
+                    "for this user has been reached.",
+                    "Close unused sessions and retry.",
+                ),
+            )
+        self._send(
+            201,
+            {
+                "@odata.context": "/api/$metadata#SessionService.Session",
+                "@odata.type": "#SessionService.Session",
+                "@odata.id": f"/api/SessionService/Sessions('{sid}')",
+                "Id": sid,
+                "Description": body["UserName"],
+                "Name": body.get("SessionType", "API"),
+                "UserName": body["UserName"],
+                "UserId": 10078,
+                "Password": None,
+                "Roles": ["ADMINISTRATOR"],
+                "IpAddress": self.client_address[0],
+                "StartTimeStamp": _ts(0),
+                "LastAccessedTimeStamp": _ts(0),
+                "DirectoryGroup": [],
+            },
+            {"X-Auth-Token": token, "Location": f"/api/SessionService/Sessions('{sid}')"},
+        )
 
     def do_DELETE(self) -> None:
         path, _ = self._split()
@@ -847,9 +976,15 @@ def main(argv: list[str] | None = None) -> int:
         help="iDRAC addresses (host or host:port) for the first servers: a file, or a comma list",
     )
     args = p.parse_args(argv)
-    sim = OmeSim(args.devices, seed=args.seed, https=not args.http, port=args.port,
-                 username=args.username, password=args.password,
-                 idrac_addresses=_address_list(args.idrac_addresses))  # fmt: skip
+    sim = OmeSim(
+        args.devices,
+        seed=args.seed,
+        https=not args.http,
+        port=args.port,
+        username=args.username,
+        password=args.password,
+        idrac_addresses=_address_list(args.idrac_addresses),
+    )
     sim.start()
     import signal
 

@@ -78,13 +78,13 @@ def test_dry_run_reads_every_page_and_normalises_every_trap(ome_sim, tmp_path):
     }
     recs = by_tag(records)
     assert (
-        recs["V6FIRST"]["ip_address"] == "192.168.50.11" and recs["V6FIRST"]["idrac_firmware"] == "6.10.30.00"
+        recs["V6FIRST"]["ip_address"] == "127.50.50.11" and recs["V6FIRST"]["idrac_firmware"] == "6.10.30.00"
     )
     assert (
-        recs["OSAGENT"]["ip_address"] == "192.168.50.12" and recs["OSAGENT"]["idrac_firmware"] == "7.00.00.00"
+        recs["OSAGENT"]["ip_address"] == "127.50.50.12" and recs["OSAGENT"]["idrac_firmware"] == "7.00.00.00"
     )
-    assert recs["V6ONLY1"]["ip_address"] == "2001:db8::12"
-    assert recs["NOIDRAC"]["ip_address"] == "192.168.60.14" and "idrac_firmware" not in recs["NOIDRAC"]
+    assert recs["V6ONLY1"]["ip_address"] == "::1"
+    assert recs["NOIDRAC"]["ip_address"] == "127.60.60.14" and "idrac_firmware" not in recs["NOIDRAC"]
     assert (recs["DISCON1"]["power_state"], recs["DISCON1"]["overall_health"]) == ("Unknown", "Unknown")
     assert (recs["PROXY01"]["power_state"], recs["PROXY01"]["overall_health"]) == ("Off", "Warning")
     assert (recs["BLADE01"]["power_state"], recs["BLADE01"]["overall_health"]) == ("PoweringOn", "Critical")
@@ -232,7 +232,7 @@ def test_full_sync_then_second_run_updates(ome_sim, clean_backend, tmp_path):
     assert (rep["sent"], rep["new"], rep["updated"], rep["failed"]) == (expected, expected, 0, [])
     rows = servers(backend)
     assert len(rows) == expected
-    assert rows["V6FIRST"]["ip_address"] == "192.168.50.11"
+    assert rows["V6FIRST"]["ip_address"] == "127.50.50.11"
     assert rows["BLADE01"]["overall_health"] == "Critical" and rows["BLADE01"]["power_state"] == "PoweringOn"
     assert rows["SLED0A1"]["model"] == "PowerEdge R640"
     assert "NOADDR1" not in rows

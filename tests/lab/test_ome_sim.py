@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -30,8 +32,12 @@ def test_https_needs_the_ca_and_works_with_it(ome_sim):
     sim = ome_sim(20)
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(sim.url + "/api/ApplicationService/Info", timeout=5)
-    r = requests.get(sim.url + "/api/ApplicationService/Info", auth=(sim.username, sim.password),
-                     verify=sim.ca_file, timeout=5)  # fmt: skip
+    r = requests.get(
+        sim.url + "/api/ApplicationService/Info",
+        auth=(sim.username, sim.password),
+        verify=sim.ca_file,
+        timeout=5,
+    )
     assert r.status_code == 200 and r.json()["Name"] == "OpenManage Enterprise"
 
 
@@ -49,8 +55,10 @@ def test_session_lifecycle_is_counted(sim):
 
 
 def test_wrong_password_is_401_with_csec5002(sim):
-    r = requests.post(sim.url + "/api/SessionService/Sessions",
-                      json={"UserName": sim.username, "Password": "nope", "SessionType": "API"})  # fmt: skip
+    r = requests.post(
+        sim.url + "/api/SessionService/Sessions",
+        json={"UserName": sim.username, "Password": "nope", "SessionType": "API"},
+    )
     assert r.status_code == 401
     assert r.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"] == "CSEC5002"
     assert sim.stats()["sessions_created"] == 0
@@ -61,8 +69,10 @@ def test_session_limit_per_user(ome_sim):
     s = requests.Session()
     for _ in range(3):
         _login(sim, s)
-    r = s.post(sim.url + "/api/SessionService/Sessions",
-               json={"UserName": sim.username, "Password": sim.password, "SessionType": "API"})  # fmt: skip
+    r = s.post(
+        sim.url + "/api/SessionService/Sessions",
+        json={"UserName": sim.username, "Password": sim.password, "SessionType": "API"},
+    )
     assert r.status_code == 400
     assert r.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"] == "CURS1209"
 
@@ -121,6 +131,39 @@ def test_fleet_has_the_traps():
     assert len(tags) == len(set(tags))
 
 
+def test_every_management_address_is_loopback():
+    """The OME sync writes these into servers.ip_address; an executor job over all servers must
+    never be led off this machine (only "[::]" and "" are left as the unusable trap entries)."""
+    fleet = Fleet(2000, seed=5)
+    addresses = [
+        e["NetworkAddress"]
+        for d in fleet.devices
+        for e in d["DeviceManagement"]
+        if e["NetworkAddress"] not in ("", "[::]")
+    ]
+    assert len(addresses) >= 1990  # all but the trap devices without a usable address
+    assert all(ipaddress.ip_address(a.strip("[]")).is_loopback for a in addresses), [
+        a for a in addresses if not ipaddress.ip_address(a.strip("[]")).is_loopback
+    ]
+    urls = [
+        p["ManagementURL"]
+        for d in fleet.devices
+        for e in d["DeviceManagement"]
+        for p in e["ManagementProfile"]
+        if p.get("ManagementURL")
+    ]
+    hosts = {ipaddress.ip_address(urlsplit(u).hostname or "") for u in urls}
+    assert all(h.is_loopback or h.is_unspecified for h in hosts)
+    # unique per device, as the edge function refuses a batch with an address clash
+    per_device = [
+        a
+        for d in fleet.devices
+        if d["DeviceServiceTag"]
+        for a in {e["NetworkAddress"] for e in d["DeviceManagement"]} - {"", "[::]"}
+    ]
+    assert len(per_device) == len(set(per_device))
+
+
 def test_inventory_both_shapes(sim):
     s = requests.Session()
     s.auth = (sim.username, sim.password)
@@ -151,8 +194,9 @@ def test_session_expires_after_k_requests(sim):
 
 
 def test_command_line_prints_one_json_line_and_serves_stats():
-    proc = subprocess.Popen([sys.executable, "-m", "lab.ome_sim", "--devices", "30", "--http"],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab.ome_sim", "--devices", "30", "--http"], stdout=subprocess.PIPE, text=True
+    )
     try:
         info = json.loads(proc.stdout.readline())
         assert set(info) == {"url", "username", "password", "ca_file"}
