@@ -147,15 +147,24 @@ def new_session(tls: TLSConfig, *, pool_size: int = 10) -> requests.Session:
     return session
 
 
-def _retry_after_seconds(resp: requests.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
+def retry_after_seconds(resp: requests.Response | None) -> float | None:
+    """Seconds a Retry-After header asks to wait: delay-seconds or an HTTP-date (RFC 9110 10.2.3).
+    None when there is no answer, no header, or a value that is neither."""
+    value = resp.headers.get("Retry-After") if resp is not None else None
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (TypeError, ValueError):  # garbage: ignore the header rather than fail the call
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+_retry_after_seconds = retry_after_seconds  # the former private name, for old callers
 
 
 def _reason_text(exc: BaseException) -> str:
@@ -227,7 +236,7 @@ def _wait_for(policy: RetryPolicy) -> Any:
         outcome = state.outcome
         retry_after = None
         if outcome is not None and not outcome.failed:
-            retry_after = _retry_after_seconds(outcome.result())
+            retry_after = retry_after_seconds(outcome.result())
         return policy.delay(state.attempt_number, retry_after)
 
     return wait
