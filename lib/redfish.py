@@ -31,7 +31,7 @@ from typing import Any
 import requests
 
 from lib.errors import AgentError, AuthError, ConnectivityError, ConnectRefusedError, RemoteError, TLSError
-from lib.http import NO_RETRY, HttpClient, RetryPolicy, TLSConfig
+from lib.http import NO_RETRY, HttpClient, RetryPolicy, TLSConfig, retry_after_seconds
 from lib.logs import redact, register_secret
 
 log = logging.getLogger(__name__)
@@ -405,7 +405,7 @@ class RedfishClient:
                 continue
             code = extended_info(resp).code if resp is not None and resp.status_code >= 400 else None
             why = retry_reason(method, resp.status_code if resp is not None else None, code, exc)
-            wait = policy.delay(attempt, _retry_after(resp))
+            wait = policy.delay(attempt, retry_after_seconds(resp))
             if (
                 why is None
                 or attempt >= policy.attempts
@@ -636,14 +636,6 @@ def _version(text: Any) -> tuple[int, ...]:
         return tuple(int(p) for p in str(text).split(".")[:2])
     except ValueError:
         return (0,)
-
-
-def _retry_after(resp: requests.Response | None) -> float | None:
-    value = resp.headers.get("Retry-After") if resp is not None else None
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 def tls_for(base: TLSConfig, requires_legacy_ssl: bool) -> TLSConfig:

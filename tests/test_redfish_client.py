@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 
 import pytest
@@ -169,6 +171,28 @@ def test_session_limit_retried_then_succeeds():
     with RedfishClient("10.0.0.5", "root", PASSWORD, busy_retry=FAST, sleep=waits.append) as bmc:
         assert bmc.auth.token == "tok-1"
     assert len(waits) == 2
+
+
+@responses.activate
+@pytest.mark.parametrize("retry_after", ["seconds", "http-date"])
+def test_busy_answer_honours_retry_after_in_both_forms(retry_after):
+    """Retry-After is parsed by lib.http (delay-seconds or an HTTP-date), the same as every client."""
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=12)
+    value = "12" if retry_after == "seconds" else email.utils.format_datetime(when, usegmt=True)
+    responses.add(responses.GET, BASE + "/redfish/v1/", json=_root())
+    busy = _err("IDRAC.2.9.SYS518")
+    responses.add(
+        responses.POST,
+        BASE + "/redfish/v1/SessionService/Sessions",
+        status=503,
+        json=busy,
+        headers={"Retry-After": value},
+    )
+    _login_ok(responses)
+    waits = []
+    with RedfishClient("10.0.0.5", "root", PASSWORD, busy_retry=FAST, sleep=waits.append) as bmc:
+        assert bmc.auth.token == "tok-1"
+    assert len(waits) == 1 and 9.0 <= waits[0] <= 12.0  # not the 0.02 s backoff of the policy
 
 
 @responses.activate
