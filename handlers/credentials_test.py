@@ -13,19 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from handlers.base import (
-    Handler,
-    InvalidJobInput,
-    Job,
-    JobContext,
-    Server,
-    TaskHandle,
-    raise_for_failed_targets,
-)
+from handlers.base import Handler, InvalidJobInput, Job, JobContext, Server, TaskHandle
+from handlers.common import run_on_targets
 from lib.errors import AgentError, AuthError, ConnectivityError, RemoteError, TLSError
 from lib.redfish import client_for, split_address
-
-MAX_WORKERS = 32
 
 
 def classify(exc: AgentError) -> tuple[str, dict[str, Any]]:
@@ -70,20 +61,7 @@ class TestCredentialsHandler(Handler):
             if not result["ok"]:
                 raise AgentError(f"{params['address']}: {result['error']}", hint=result["hint"])
             return
-        targets = ctx.targets()
-        with ctx.step(f"test credentials on {len(targets)} server(s)", retry_safe=True):
-            results = ctx.run_per_target(
-                targets, lambda s, t: self.one(ctx, s, t), max_workers=min(MAX_WORKERS, len(targets))
-            )
-        ctx.set_result(
-            servers=[r.value for r in results if r.ok],
-            failed=[
-                {"server_id": r.target.id, "server": r.target.label, "error": r.error}
-                for r in results
-                if not r.ok
-            ],
-        )
-        raise_for_failed_targets(results)
+        run_on_targets(ctx, "test credentials", lambda s, t: self.one(ctx, s, t), retry_safe=True)
 
     def _probe(self, ctx: JobContext, server: Server) -> dict[str, Any]:
         creds = ctx.credentials_for(server)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from handlers.base import Handler, Job, JobContext, Server, TaskHandle, raise_for_failed_targets
+from handlers.base import Handler, Job, JobContext, Server, TaskHandle
+from handlers.common import run_on_targets
 from lib.redfish import client_for
-
-MAX_WORKERS = 32
 
 
 class HealthCheckHandler(Handler):
@@ -25,22 +24,13 @@ class HealthCheckHandler(Handler):
         return {}
 
     def execute(self, ctx: JobContext, params: dict[str, Any]) -> None:
-        targets = ctx.targets()
-        with ctx.step(f"health of {len(targets)} server(s)", retry_safe=True):
-            results = ctx.run_per_target(
-                targets, lambda s, t: self.one(ctx, s, t), max_workers=min(MAX_WORKERS, len(targets))
-            )
-        summaries = [r.value for r in results if r.ok]
-        ctx.set_result(
-            servers=summaries,
-            unhealthy=[s["server"] for s in summaries if s["overall_health"] != "OK"],
-            failed=[
-                {"server_id": r.target.id, "server": r.target.label, "error": r.error}
-                for r in results
-                if not r.ok
-            ],
+        run_on_targets(
+            ctx,
+            "health check",
+            lambda s, t: self.one(ctx, s, t),
+            retry_safe=True,
+            summarize=lambda done: {"unhealthy": [s["server"] for s in done if s["overall_health"] != "OK"]},
         )
-        raise_for_failed_targets(results)
 
     def one(self, ctx: JobContext, server: Server, task: TaskHandle) -> dict[str, Any]:
         creds = ctx.credentials_for(server)

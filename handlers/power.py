@@ -11,15 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from handlers.base import (
-    Handler,
-    InvalidJobInput,
-    Job,
-    JobContext,
-    Server,
-    TaskHandle,
-    raise_for_failed_targets,
-)
+from handlers.base import Handler, InvalidJobInput, Job, JobContext, Server, TaskHandle
+from handlers.common import run_on_targets
 from lib.errors import ConnectivityError, RemoteError
 from lib.redfish import RETRYABLE_CODES, client_for
 
@@ -37,7 +30,6 @@ RESET_TYPES = (
 )
 _BY_LOWER = {t.lower(): t for t in RESET_TYPES}
 RESTARTS = ("GracefulRestart", "ForceRestart", "PowerCycle")
-MAX_WORKERS = 32  # iDRAC concurrency itself is bounded by the runner's iDRAC slots
 
 
 def wanted_state(action: str, before: str | None) -> str | None:
@@ -100,23 +92,14 @@ class PowerActionHandler(Handler):
             "timeout": params["timeout"] or ctx.settings.power_action_timeout,
             "poll": params["poll"] or ctx.settings.power_poll_seconds,
         }
-        targets = ctx.targets()
         action = params["action"]
-        with ctx.step(f"{action} on {len(targets)} server(s)", retry_safe=action in ("On", "ForceOff")):
-            results = ctx.run_per_target(
-                targets, lambda s, t: self.one(ctx, params, s, t), max_workers=min(MAX_WORKERS, len(targets))
-            )
-        done = [r.value for r in results if r.ok]
-        ctx.set_result(
+        run_on_targets(
+            ctx,
+            action,
+            lambda s, t: self.one(ctx, params, s, t),
+            retry_safe=action in ("On", "ForceOff"),
             action=action,
-            servers=done,
-            failed=[
-                {"server_id": r.target.id, "server": r.target.label, "error": r.error}
-                for r in results
-                if not r.ok
-            ],
         )
-        raise_for_failed_targets(results)
 
     def one(
         self, ctx: JobContext, params: dict[str, Any], server: Server, task: TaskHandle
