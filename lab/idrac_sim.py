@@ -6,7 +6,10 @@ and Power, `ResetType@Redfish.AllowableValues`, sessions created at
 `/redfish/v1/SessionService/Sessions` (201 + `X-Auth-Token` + `Location`), 409 `PSU501` when
 the server already is in the requested power state, 503 `RAC0218` past the session limit,
 503 `SYS518` while data sources are unavailable, 400 `SWC0700` while the iDRAC is not ready,
-401 `Base.AccessDenied` on bad credentials.
+401 `Base.AccessDenied` on bad credentials. Restarts behave as on a Dell: ForceRestart and
+GracefulRestart are warm resets (PowerState stays On; `LastResetTime` and
+`BootProgress.LastState`/`LastStateTime` on the system show the reboot), PowerCycle goes Off then On;
+`restart_markers=False` hides LastResetTime and BootProgress, as older firmware does.
 
 Use from tests through `IdracFleet` (see tests/fixtures/idrac.py), or as a program:
 `python -m lab.idrac_sim --servers N [--tls] [--power-delay S]` prints one JSON line with
@@ -120,6 +123,7 @@ class Stats:
     auth_failures: int = 0
     faults_served: int = 0
     resets: list[str] = field(default_factory=list)
+    power_changes: list[str] = field(default_factory=list)  # every PowerState reached, in order
     reboots: int = 0
 
 
@@ -138,6 +142,7 @@ class SimBMC:
         session_timeout: float = 1800.0,
         basic_auth: bool = True,
         sessions_supported: bool = True,
+        restart_markers: bool = True,
     ) -> None:
         self.index = index
         self.username = username
@@ -148,13 +153,21 @@ class SimBMC:
         self.session_timeout = session_timeout
         self.basic_auth = basic_auth
         self.sessions_supported = sessions_supported
-        self.os_responsive = True  # False: GracefulShutdown is ignored (hung OS)
+        self.os_responsive = True  # False: GracefulShutdown/GracefulRestart are ignored (hung OS)
+        # LastResetTime and BootProgress on the system, as iDRAC9 firmware does since about 4.x;
+        # False: an older BMC that exposes neither (a restart then cannot be verified).
+        self.restart_markers = restart_markers
         self.latency = 0.0
         self.lock = threading.RLock()
         self.stats = Stats()
         self.sessions: dict[str, dict[str, Any]] = {}  # token -> {"id", "user", "seen"}
         self._power = power_state
         self._transition: tuple[float, str, str | None] | None = None  # (at, state, then)
+        self._warm_boot_at: float | None = None  # a warm reset (PowerState stays On) completes then
+        booted = time.time() - 86400.0  # up for a day when the simulator starts
+        self.last_reset_time = _iso(booted)
+        self.boot_progress = {"LastState": "OSRunning" if power_state == "On" else "None"}
+        self.boot_progress_time = _iso(booted)
         self._faults: list[str] = []
         self._reboot_after: tuple[int, float] | None = None
         self.health: dict[str, str] = {
@@ -169,6 +182,7 @@ class SimBMC:
         self.port = 0
         self.server: _BMCServer | None = None
         self.down_until = 0.0
+        self._stopped = False
         self._tls: ssl.SSLContext | None = None
 
     # ---- addresses ---------------------------------------------------------------------
@@ -182,7 +196,7 @@ class SimBMC:
     # ---- control API for tests ---------------------------------------------------------
     def set_power(self, state: str) -> None:
         with self.lock:
-            self._power, self._transition = state, None
+            self._power, self._transition, self._warm_boot_at = state, None, None
 
     def power_state(self) -> str:
         with self.lock:
@@ -224,6 +238,8 @@ class SimBMC:
 
     def _come_back(self) -> None:
         for _ in range(50):  # the port may linger briefly in the old socket
+            if self._stopped:  # the fleet was stopped while this BMC was down: stay down
+                return
             try:
                 self.serve(self._tls, port=self.port)
                 return
@@ -246,8 +262,11 @@ class SimBMC:
                 "auth_failures": s.auth_failures,
                 "faults_served": s.faults_served,
                 "resets": list(s.resets),
+                "power_changes": list(s.power_changes),
                 "reboots": s.reboots,
                 "power_state": self.power_state(),
+                "last_reset_time": self.last_reset_time,
+                "boot_progress": self.boot_progress["LastState"],
             }
 
     # ---- serving -----------------------------------------------------------------------
@@ -262,6 +281,7 @@ class SimBMC:
 
     def stop(self) -> None:
         with self.lock:
+            self._stopped = True
             server, self.server = self.server, None
         if server is not None:
             _stop_server(server)
@@ -271,8 +291,34 @@ class SimBMC:
         now = time.monotonic()
         while self._transition and now >= self._transition[0]:
             at, state, then = self._transition
+            if state == "On" and self._power != "On":
+                self._boot(at, started=True)  # a cold boot is a reset too
+            elif state == "Off":
+                self._set_boot_state("None", at)
             self._power = state
+            self.stats.power_changes.append(state)
             self._transition = (at + self.power_delay, then, None) if then else None
+        if self._warm_boot_at is not None and now >= self._warm_boot_at:
+            self._boot(self._warm_boot_at, started=False)
+            self._warm_boot_at = None
+
+    def _set_boot_state(self, state: str, at: float) -> None:
+        self.boot_progress = {"LastState": state}
+        self.boot_progress_time = _iso(time.time() - (time.monotonic() - at))
+
+    def _boot(self, at: float, *, started: bool) -> None:
+        """The host finished booting at monotonic time `at` (started: the reset began then too)."""
+        if started:
+            self.last_reset_time = _iso(time.time() - (time.monotonic() - at))
+        self._set_boot_state("OSRunning", at)
+
+    def _warm_reset(self) -> None:
+        """ForceRestart/GracefulRestart on a Dell: the host reboots, PowerState stays On; only
+        LastResetTime and BootProgress show it (POST, then the OS again after power_delay)."""
+        now = time.monotonic()
+        self.last_reset_time = _iso(time.time())
+        self._set_boot_state("PrimaryProcessorInitializationStarted", now)
+        self._warm_boot_at = now + self.power_delay
 
     def _start(self, state: str, then: str | None = None, delay: float | None = None) -> None:
         self._transition = (time.monotonic() + (self.power_delay if delay is None else delay), state, then)
@@ -329,9 +375,11 @@ class SimBMC:
                     self._start("Off")
             elif reset_type == "PushPowerButton":
                 self._start("On")
-            elif reset_type in ("ForceRestart", "GracefulRestart", "PowerCycle"):
+            elif reset_type in ("ForceRestart", "GracefulRestart"):
                 if reset_type == "GracefulRestart" and not self.os_responsive:
-                    return 204, None
+                    return 204, None  # accepted, and ignored by the hung OS
+                self._warm_reset()
+            elif reset_type == "PowerCycle":
                 self._start("Off", then="On", delay=min(self.power_delay, 0.5))
             return 204, None
 
@@ -425,6 +473,11 @@ class SimBMC:
             return _resources(self, path)
 
 
+def _iso(epoch: float) -> str:
+    """Dell's timestamp shape: seconds and a UTC offset."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(epoch))
+
+
 def _member(path: str) -> dict[str, str]:
     return {"@odata.id": path}
 
@@ -479,6 +532,14 @@ def _resources(b: SimBMC, path: str) -> dict[str, Any] | None:
             "HostName": f"sim-host-{b.index:04d}",
             "BiosVersion": "1.13.2",
             "PowerState": b._power,
+            **(
+                {
+                    "LastResetTime": b.last_reset_time,
+                    "BootProgress": {**b.boot_progress, "LastStateTime": b.boot_progress_time},
+                }
+                if b.restart_markers
+                else {}
+            ),
             "Status": _status(rollup, rollup),
             "ProcessorSummary": {
                 "Count": 2,
@@ -814,6 +875,8 @@ def apply_control(b: SimBMC, cmd: dict[str, Any]) -> None:
         b.basic_auth = bool(cmd["basic_auth"])
     if "os_responsive" in cmd:
         b.os_responsive = bool(cmd["os_responsive"])
+    if "restart_markers" in cmd:
+        b.restart_markers = bool(cmd["restart_markers"])
     if "password" in cmd:
         b.password = str(cmd["password"])
     if "session_limit" in cmd:
@@ -888,8 +951,13 @@ class IdracFleet:
         }
 
     def stop(self) -> None:
-        for b in self.bmcs:
-            b.stop()
+        """Stop every listener at once: each shutdown waits up to one poll interval (0.2 s) for
+        its serve loop, so stopping 100 BMCs one after another took 20 s."""
+        threads = [threading.Thread(target=b.stop, daemon=True) for b in self.bmcs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
         self._tmp.cleanup()
 
 

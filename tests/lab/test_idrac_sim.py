@@ -34,11 +34,19 @@ def _msg_id(resp: requests.Response) -> str:
     return resp.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"]
 
 
-def _wait_state(s, base, headers, state, timeout=10.0) -> str:
+def _wait_state(s, base, headers, state, timeout=30.0) -> str:
+    """Poll the system's PowerState until it is `state` or `timeout` (generous: a loaded machine)."""
+    return _wait_for(
+        lambda: s.get(base + SYSTEM, headers=headers, timeout=5).json()["PowerState"], state, timeout
+    )
+
+
+def _wait_for(read, want, timeout=30.0):
+    """Call read() until it returns `want` (or a value want(value) accepts); the last value."""
     end = time.monotonic() + timeout
     while True:
-        got = s.get(base + SYSTEM, headers=headers, timeout=5).json()["PowerState"]
-        if got == state or time.monotonic() > end:
+        got = read()
+        if (want(got) if callable(want) else got == want) or time.monotonic() > end:
             return got
         time.sleep(0.05)
 
@@ -70,14 +78,18 @@ def test_service_root_and_dell_resources(idrac_sim):
 
 
 def test_power_transitions_take_time_and_already_on_is_409(idrac_sim):
-    fleet = idrac_sim(1, power_delay=0.5)
+    fleet = idrac_sim(1, power_delay=120)  # far longer than any scheduling hiccup: "not yet" is certain
+    b = fleet[0]
     s, base = _client(fleet), _base(fleet)
-    h = {"X-Auth-Token": _login(s, base, fleet[0]).headers["X-Auth-Token"]}
+    h = {"X-Auth-Token": _login(s, base, b).headers["X-Auth-Token"]}
     target = base + SYSTEM + "/Actions/ComputerSystem.Reset"
     r = s.post(target, json={"ResetType": "On"}, headers=h, timeout=5)
     assert r.status_code == 409 and _msg_id(r).endswith("PSU501")
     assert s.post(target, json={"ResetType": "GracefulShutdown"}, headers=h, timeout=5).status_code == 204
     assert s.get(base + SYSTEM, headers=h, timeout=5).json()["PowerState"] == "On"  # not yet
+    b.set_power("On")
+    b.power_delay = 0.2
+    assert s.post(target, json={"ResetType": "GracefulShutdown"}, headers=h, timeout=5).status_code == 204
     assert _wait_state(s, base, h, "Off") == "Off"
     r = s.post(target, json={"ResetType": "Bogus"}, headers=h, timeout=5)
     assert r.status_code == 400 and "PropertyValueNotInList" in _msg_id(r)
@@ -90,6 +102,59 @@ def test_hung_os_ignores_graceful_shutdown(idrac_sim):
     h = {"X-Auth-Token": _login(s, base, fleet[0]).headers["X-Auth-Token"]}
     s.post(base + SYSTEM + "/Actions/ComputerSystem.Reset", json={"ResetType": "GracefulShutdown"}, headers=h)
     assert _wait_state(s, base, h, "Off", timeout=0.5) == "On"
+
+
+def _system(s, base, auth) -> dict:
+    return s.get(base + SYSTEM, auth=auth, timeout=5).json()
+
+
+def test_warm_restart_keeps_power_on_and_shows_in_last_reset_time_and_boot_progress(idrac_sim):
+    fleet = idrac_sim(1, power_delay=0.3)
+    b = fleet[0]
+    s, base, auth = _client(fleet), _base(fleet), (b.username, b.password)
+    before = _system(s, base, auth)
+    assert before["BootProgress"]["LastState"] == "OSRunning" and before["LastResetTime"]
+    r = s.post(base + SYSTEM + "/Actions/ComputerSystem.Reset", json={"ResetType": "ForceRestart"}, auth=auth)
+    assert r.status_code == 204
+    during = _system(s, base, auth)
+    assert during["LastResetTime"] != before["LastResetTime"]  # recorded when the reset begins
+    done = _wait_for(
+        lambda: _system(s, base, auth), lambda sys: sys["BootProgress"]["LastState"] == "OSRunning"
+    )
+    assert done["BootProgress"]["LastState"] == "OSRunning"
+    assert done["BootProgress"]["LastStateTime"] != before["BootProgress"]["LastStateTime"]
+    assert {during["PowerState"], done["PowerState"]} == {"On"}  # a warm reset: never Off
+
+
+def test_power_cycle_goes_off_then_on(idrac_sim):
+    fleet = idrac_sim(1, power_delay=0.3)
+    b = fleet[0]
+    s, base, auth = _client(fleet), _base(fleet), (b.username, b.password)
+    before = _system(s, base, auth)["LastResetTime"]
+    s.post(base + SYSTEM + "/Actions/ComputerSystem.Reset", json={"ResetType": "PowerCycle"}, auth=auth)
+    after = _wait_for(lambda: _system(s, base, auth), lambda sys: sys["LastResetTime"] != before)
+    assert after["LastResetTime"] != before and after["PowerState"] == "On"
+    assert after["BootProgress"]["LastState"] == "OSRunning"
+    assert b.counters()["power_changes"] == ["Off", "On"]  # the sim's own record: no polling race
+
+
+def test_hung_os_ignores_graceful_restart_and_old_firmware_has_no_markers(idrac_sim):
+    fleet = idrac_sim(2, power_delay=0.1)
+    hung, old = fleet[0], fleet[1]
+    hung.os_responsive = False
+    old.restart_markers = False
+    s = _client(fleet)
+    base, auth = _base(fleet, 0), (hung.username, hung.password)
+    before = _system(s, base, auth)
+    s.post(base + SYSTEM + "/Actions/ComputerSystem.Reset", json={"ResetType": "GracefulRestart"}, auth=auth)
+    after = _system(s, base, auth)
+    assert (after["LastResetTime"], after["BootProgress"]) == (
+        before["LastResetTime"],
+        before["BootProgress"],
+    )
+    assert hung.stats.resets == ["GracefulRestart"]
+    system = _system(s, _base(fleet, 1), (old.username, old.password))
+    assert "LastResetTime" not in system and "BootProgress" not in system
 
 
 def test_session_limit_answers_rac0218(idrac_sim):
@@ -131,11 +196,17 @@ def test_reboot_drops_sessions_and_refuses_connections(idrac_sim):
     b = fleet[0]
     s, base = _client(fleet), _base(fleet)
     h = {"X-Auth-Token": _login(s, base, b).headers["X-Auth-Token"]}
-    b.reboot(0.6)
+    b.reboot(3.0)  # long enough that the next request certainly meets the BMC down
     with pytest.raises(requests.ConnectionError):
         s.get(base + SYSTEM, headers=h, timeout=2)
-    time.sleep(1.0)
-    assert s.get(base + SYSTEM, headers=h, timeout=5).status_code == 401  # the token died with the reboot
+
+    def answer() -> int | None:
+        try:
+            return requests.get(base + SYSTEM, headers=h, timeout=2, verify=s.verify).status_code
+        except requests.ConnectionError:
+            return None  # still rebooting
+
+    assert _wait_for(answer, lambda code: code is not None) == 401  # the token died with the reboot
     assert b.counters()["sessions_open"] == 0 and b.counters()["reboots"] == 1
 
 
