@@ -59,10 +59,21 @@ def ours(sim: Vcsim) -> dict[str, tuple]:
     with VSphereClient(settings_for(sim)) as client:
         inv = client.inventory()
     return {
-        h.moref: (h.name, h.cluster, h.datacenter, h.serial_number, h.esxi_version, h.esxi_build,
-                  h.connection_state, h.maintenance_mode, h.power_state, h.cpu_cores, h.memory_bytes)
+        h.moref: (
+            h.name,
+            h.cluster,
+            h.datacenter,
+            h.serial_number,
+            h.esxi_version,
+            h.esxi_build,
+            h.connection_state,
+            h.maintenance_mode,
+            h.power_state,
+            h.cpu_cores,
+            h.memory_bytes,
+        )
         for h in inv.hosts
-    }  # fmt: skip
+    }
 
 
 def naive(sim: Vcsim) -> dict[str, tuple]:

@@ -257,6 +257,16 @@ class DsmSettings:
     def __repr__(self) -> str:  # never print secrets, even in a debugger or a traceback
         return f"DsmSettings(supabase_url={self.supabase_url!r}, ...)"
 
+    def backend_url(self, api: str, *, purpose: str = "reach the DSM backend") -> str:
+        """`{base}/{api}` ("functions/v1", "auth/v1"), the base being SUPABASE_URL or, failing that,
+        what precedes /functions/v1/ in DSM_EDGE_FUNCTION_URL. The one place that derives it."""
+        base = self.supabase_url
+        if not base and self.edge_function_url and "/functions/v1/" in self.edge_function_url:
+            base = self.edge_function_url.split("/functions/v1/", 1)[0]
+        if not base:
+            raise ConfigError(f"SUPABASE_URL is required to {purpose}.")
+        return f"{base.rstrip('/')}/{api.strip('/')}"
+
 
 def dsm_settings(env: Env, *, need_service_role: bool = False) -> DsmSettings:
     url = env.str("SUPABASE_URL", required=need_service_role)

@@ -20,6 +20,7 @@ import requests
 from lib.config import OmeSettings
 from lib.errors import AgentError, AuthError, ConfigError, ConnectivityError, RemoteError
 from lib.http import HttpClient, RetryPolicy, error_for_response, remote_message
+from lib.logs import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,14 @@ class Device:
 
     def payload(self) -> dict[str, Any]:
         """The wire record. Unknown values are left out rather than sent as null, so a sync without
-        --inventory does not blank the BIOS version another sync stored."""
+        --inventory does not blank the BIOS version another sync stored. That holds only if every
+        device of one request leaves out the same keys (a bulk upsert takes the union of the keys
+        and NULLs the missing ones): the sync batches by `present_keys()`."""
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def present_keys(self) -> tuple[str, ...]:
+        """The optional keys this device carries (what its payload's key set depends on)."""
+        return tuple(f for f in OPTIONAL_FIELDS if getattr(self, f) is not None)
 
     def with_inventory(self, inv: Inventory) -> Device:
         return Device(
@@ -106,6 +113,9 @@ class Device:
                 "idrac_firmware": self.idrac_firmware or inv.idrac_firmware,
             }
         )
+
+
+OPTIONAL_FIELDS = ("model", "hostname", "idrac_firmware", "bios_version", "cpu_count", "memory_gb")
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,7 @@ class OmeAuth:
         resp = self.http.post(SESSIONS, json=body)
         if resp.status_code in (200, 201) and resp.headers.get("X-Auth-Token"):
             self.token = resp.headers["X-Auth-Token"]
+            register_secret(self.token)  # masked in every log line from now on
             try:
                 self.session_id = str(resp.json().get("Id") or "") or None
             except ValueError:

@@ -105,9 +105,15 @@ def test_normalise_recorded_server():
         power_state="On",
     )
     assert set(dev.payload()) == {
-        "device_id", "service_tag", "ip_address", "model", "hostname", "idrac_firmware",
-        "overall_health", "power_state",
-    }  # fmt: skip
+        "device_id",
+        "service_tag",
+        "ip_address",
+        "model",
+        "hostname",
+        "idrac_firmware",
+        "overall_health",
+        "power_state",
+    }
 
 
 def test_service_tag_not_identifier():
@@ -139,11 +145,22 @@ def test_skips_with_reasons():
 
 def test_health_and_power_codes():
     assert [health_name(c) for c in (1000, 2000, 3000, 4000, 5000, None)] == [
-        "OK", "Unknown", "Warning", "Critical", "Unknown", "Unknown",
-    ]  # fmt: skip
+        "OK",
+        "Unknown",
+        "Warning",
+        "Critical",
+        "Unknown",
+        "Unknown",
+    ]
     assert [power_name(c) for c in (17, 18, 20, 21, 1, 2, None)] == [
-        "On", "Off", "PoweringOn", "PoweringOff", "Unknown", "Unknown", "Unknown",
-    ]  # fmt: skip
+        "On",
+        "Off",
+        "PoweringOn",
+        "PoweringOff",
+        "Unknown",
+        "Unknown",
+        "Unknown",
+    ]
 
 
 def test_ome_time_is_utc():
@@ -207,9 +224,16 @@ def test_base_url_rejects_paths_and_schemes():
 # -- client ------------------------------------------------------------------------------------------------
 def settings(page_size=2):
     return OmeSettings(
-        host="ome.test", port=443, username="admin", password="s3cret-pw", tls=TLSConfig(),
-        page_size=page_size, timeout=5, inventory_threads=2, batch_size=200,
-    )  # fmt: skip
+        host="ome.test",
+        port=443,
+        username="admin",
+        password="s3cret-pw",
+        tls=TLSConfig(),
+        page_size=page_size,
+        timeout=5,
+        inventory_threads=2,
+        batch_size=200,
+    )
 
 
 def client(page_size=2):
@@ -218,14 +242,21 @@ def client(page_size=2):
 
 
 def add_login(rsps, token="tok-1", sid="abc123"):
-    rsps.post(URL + "/api/SessionService/Sessions", status=201, headers={"X-Auth-Token": token},
-              json={"Id": sid, "UserName": "admin"})  # fmt: skip
+    rsps.post(
+        URL + "/api/SessionService/Sessions",
+        status=201,
+        headers={"X-Auth-Token": token},
+        json={"Id": sid, "UserName": "admin"},
+    )
     rsps.delete(URL + f"/api/SessionService/Sessions('{sid}')", status=204)
 
 
 def page(values, count, next_link=None):
-    body = {"@odata.context": "/api/$metadata#Collection(DeviceService.Device)", "@odata.count": count,
-            "value": values}  # fmt: skip
+    body = {
+        "@odata.context": "/api/$metadata#Collection(DeviceService.Device)",
+        "@odata.count": count,
+        "value": values,
+    }
     if next_link:
         body["@odata.nextLink"] = next_link
     return body
@@ -262,8 +293,17 @@ def test_logout_happens_after_an_error():
 
 @responses.activate
 def test_wrong_password_is_auth_error_with_hint():
-    responses.post(URL + "/api/SessionService/Sessions", status=401, json={"error": {"@Message.ExtendedInfo": [
-        {"MessageId": "CSEC5002", "Message": "invalid username and/or password"}]}})  # fmt: skip
+    responses.post(
+        URL + "/api/SessionService/Sessions",
+        status=401,
+        json={
+            "error": {
+                "@Message.ExtendedInfo": [
+                    {"MessageId": "CSEC5002", "Message": "invalid username and/or password"}
+                ]
+            }
+        },
+    )
     with pytest.raises(AuthError) as err, client():
         pass
     assert "OME_PASSWORD" in err.value.hint and "s3cret-pw" not in str(err.value)
@@ -271,8 +311,11 @@ def test_wrong_password_is_auth_error_with_hint():
 
 @responses.activate
 def test_session_limit_has_its_own_hint():
-    responses.post(URL + "/api/SessionService/Sessions", status=400,
-                   json={"error": {"@Message.ExtendedInfo": [{"MessageId": "CURS1209", "Message": "max"}]}})  # fmt: skip
+    responses.post(
+        URL + "/api/SessionService/Sessions",
+        status=400,
+        json={"error": {"@Message.ExtendedInfo": [{"MessageId": "CURS1209", "Message": "max"}]}},
+    )
     with pytest.raises(AuthError) as err, client():
         pass
     assert "100 sessions" in err.value.hint
@@ -366,8 +409,10 @@ def test_inventory_pool_fills_fields_and_reports_errors():
     responses.get(
         base + "('deviceSoftware')", json={"InventoryInfo": [{"SoftwareType": "BIOS", "Version": "1.2.3"}]}
     )
-    responses.get(base + "('serverProcessors')", json={"value": [{"InventoryType": "serverProcessors",
-                                                                  "InventoryInfo": [{}, {}]}]})  # fmt: skip
+    responses.get(
+        base + "('serverProcessors')",
+        json={"value": [{"InventoryType": "serverProcessors", "InventoryInfo": [{}, {}]}]},
+    )
     responses.get(base + "('serverMemoryDevices')", json={"InventoryInfo": [{"Size": 32768}] * 4})
     responses.get(
         URL + "/api/DeviceService/Devices(8)/InventoryDetails('deviceSoftware')", status=404, json={}
@@ -384,8 +429,13 @@ def test_inventory_pool_fills_fields_and_reports_errors():
 
 # -- the backend's verdict and delivery ----------------------------------------------------------------
 def test_judge_reply_sees_the_trap():
-    trap = {"success": True, "summary": {"total": 3, "new": 3, "updated": 0, "auto_linked": 0, "errors": 1},
-            "errors": ['Bulk upsert failed: duplicate key value violates unique constraint "servers_ip_address_key"']}  # fmt: skip
+    trap = {
+        "success": True,
+        "summary": {"total": 3, "new": 3, "updated": 0, "auto_linked": 0, "errors": 1},
+        "errors": [
+            'Bulk upsert failed: duplicate key value violates unique constraint "servers_ip_address_key"'
+        ],
+    }
     verdict = judge_reply(trap)
     assert not verdict.ok and verdict.message.startswith("Bulk upsert failed:") and verdict.new == 0
     ok = judge_reply({"success": True, "summary": {"new": 2, "updated": 1, "auto_linked": 1}, "errors": []})
@@ -411,8 +461,9 @@ def test_delivery_isolates_bad_items_and_saves_the_rest():
     result = deliver(range(100), fake_backend({13, 77}, calls), batch_size=40)
     assert result.sent == 98 and result.new == 98
     assert sorted((r.item, r.reason) for r in result.failed) == [
-        (13, "Bulk upsert failed: conflict on 13"), (77, "Bulk upsert failed: conflict on 77"),
-    ]  # fmt: skip
+        (13, "Bulk upsert failed: conflict on 13"),
+        (77, "Bulk upsert failed: conflict on 77"),
+    ]
     assert result.batches == 3
     assert result.requests < 40  # bisection, not one request per item
 
@@ -456,3 +507,106 @@ def test_parallel_delivery_raises_a_fatal_error():
 
     with pytest.raises(RuntimeError):
         deliver(range(100), boom, batch_size=10, workers=2)
+
+
+def test_delivery_shuts_its_pool_down_when_the_source_raises():
+    """Ctrl-C or an OME failure while batches are in flight: deliver() returns (raising) only once
+    nothing is sending any more, and the counts of what was saved are in the caller's result."""
+    import threading
+
+    from lib.sync.delivery import DeliveryResult
+
+    in_flight, started_after = [0], []
+    lock, release, ended = threading.Lock(), threading.Event(), threading.Event()
+
+    def slow(batch):
+        with lock:
+            in_flight[0] += 1
+            if ended.is_set():
+                started_after.append(batch)
+        release.wait(10)
+        with lock:
+            in_flight[0] -= 1
+        return BatchOutcome(ok=True, new=len(batch))
+
+    def source():
+        yield from range(20)  # two batches of 10 go out
+        threading.Timer(0.5, release.set).start()  # the backend answers a moment later
+        raise KeyboardInterrupt
+
+    result = DeliveryResult()
+    with pytest.raises(KeyboardInterrupt):
+        deliver(source(), slow, batch_size=10, workers=2, result=result)
+    ended.set()
+    with lock:
+        assert in_flight[0] == 0, "a batch was still being sent after deliver() ended"
+    assert started_after == []
+    assert result.sent == 20 and result.new == 20  # what was saved before the interrupt
+
+
+def test_delivery_keeps_groups_apart():
+    calls = []
+    items = ["a1", "b1", "a2", "b2", "a3"]
+    result = deliver(items, fake_backend(set(), calls), batch_size=2, group=lambda x: x[0])
+    assert sorted(calls) == [["a1", "a2"], ["a3"], ["b1", "b2"]]
+    assert result.sent == 5
+
+
+def test_report_absorbs_a_delivery_result():
+    from lib.sync.common import SyncReport
+
+    calls = []
+    result = deliver(["x", "bad", "y", "x"], fake_backend({"bad"}, calls), batch_size=4, key=lambda s: s)
+    report = SyncReport("test")
+    report.absorb(result, lambda s: s.upper())
+    assert (report.sent, report.new) == (2, 2)
+    assert [(i.ident, i.reason) for i in report.failed] == [("BAD", "Bulk upsert failed: conflict on bad")]
+    assert [i.ident for i in report.skipped] == ["X"]
+    assert report.requests["dsm"] == result.requests and report.extra["isolation_requests"] > 0
+    report.fail(AuthError("DSM rejected the token"))
+    data = report.to_dict()
+    assert data["status"] == "failed" and data["error"] == "DSM rejected the token" and data["sent"] == 2
+
+
+class FakeEdge:
+    def __init__(self, answer):
+        self.answer, self.bodies = answer, []
+
+    def call(self, function, body, *, idempotent=False):
+        assert idempotent  # both upserts are keyed, so a resend changes nothing
+        self.bodies.append((function, body))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_one_edge_sender_for_both_functions():
+    from lib.sync import ome as ome_sync
+    from lib.sync import vcenter as vc_sync
+
+    trap = {"success": True, "summary": {"new": 1}, "errors": ["Bulk upsert failed: x"]}
+    dev = Device("1", "TAG1", "192.0.2.1")
+    edge = FakeEdge(trap)
+    assert not ome_sync.edge_sender(edge, scheduled=True)([dev]).ok  # openmanage-sync's trap
+    assert edge.bodies == [
+        ("openmanage-sync", {"devices": [dev.payload()], "manual": False, "scheduled": True})
+    ]
+    edge = FakeEdge(trap)
+    assert vc_sync.edge_sender(edge, lambda b: {"hosts": b})(["h"]).ok  # vcenter-sync has no such trap
+    assert edge.bodies == [("vcenter-sync", {"hosts": ["h"]})]
+    # a refused batch is split; a rejected credential ends the run
+    refused = FakeEdge(RemoteError("conflict", status=409, remote_message="duplicate key"))
+    assert vc_sync.edge_sender(refused, lambda b: {"hosts": b})(["h"]).message == "duplicate key"
+    with pytest.raises(AuthError):
+        ome_sync.edge_sender(FakeEdge(AuthError("401")), scheduled=False)([dev])
+
+
+@responses.activate
+def test_the_session_token_is_registered_as_a_secret():
+    from lib.logs import redact
+
+    add_login(responses, token="x-auth-tok-77")
+    responses.get(URL + "/api/ApplicationService/Info", json={"Version": "4.1.0"})
+    with client() as c:
+        c.app_info()
+    assert redact("debug: sent x-auth-tok-77 to OME") == "debug: sent *** to OME"

@@ -9,11 +9,11 @@ import pytest
 import responses
 
 from lib.config import DsmSettings
-from lib.dsm.auth import check_jwt, sign_in_with_password
+from lib.dsm.auth import check_jwt, choose_auth, sign_in_with_password
 from lib.errors import AuthError, ConfigError
 from lib.http import TLSConfig
 from lib.sync.delivery import deliver
-from lib.sync.vcenter import BodyBuilder, VcenterSyncOptions, authenticate_dsm, host_payload, judge_reply
+from lib.sync.vcenter import BodyBuilder, VcenterSyncOptions, host_payload, judge_reply
 from lib.vsphere import AboutInfo, ClusterInfo, DatacenterInfo, HostInfo, Inventory
 
 ABOUT = AboutInfo(name="vCenter", api_type="VirtualCenter", version="8.0.2", build="1", instance_uuid=None)
@@ -154,7 +154,9 @@ def test_wrong_dsm_password_names_the_variables_and_hides_the_password() -> None
         json={"error": "invalid_grant", "error_description": "Invalid login credentials"},
     )
     with pytest.raises(AuthError) as err:
-        authenticate_dsm(dsm(executor_secret="also-set"))  # explicit credentials win, and fail loudly
+        choose_auth(
+            dsm(executor_secret="also-set"), "vcenter-sync"
+        )  # explicit credentials win, and fail loudly
     text = err.value.message + err.value.hint
     assert "DSM_EMAIL" in text and "DSM_PASSWORD" in text and "Invalid login credentials" in text
     assert "s3cret-pw" not in text
@@ -164,7 +166,7 @@ def test_wrong_dsm_password_names_the_variables_and_hides_the_password() -> None
 def test_expired_jwt_fails_before_anything_else() -> None:
     responses.get(f"{URL}/auth/v1/user", status=401, json={"msg": "token is expired"})
     with pytest.raises(AuthError) as err:
-        authenticate_dsm(dsm(email=None, password=None, jwt="old.jwt.token"))
+        choose_auth(dsm(email=None, password=None, jwt="old.jwt.token"), "vcenter-sync")
     assert "DSM_JWT_TOKEN" in err.value.message and "expired" in err.value.message
 
 
@@ -172,13 +174,46 @@ def test_expired_jwt_fails_before_anything_else() -> None:
 def test_valid_jwt_is_used_as_is() -> None:
     responses.get(f"{URL}/auth/v1/user", json={"email": "ops@example.com"})
     assert check_jwt(dsm(), "good.jwt") == "ops@example.com"
-    auth = authenticate_dsm(dsm(email=None, password=None, jwt="good.jwt"))
+    auth = choose_auth(dsm(email=None, password=None, jwt="good.jwt"), "vcenter-sync")
     assert (auth.mode, auth.jwt) == ("jwt", "good.jwt")
 
 
 def test_hmac_and_missing_credentials() -> None:
-    assert authenticate_dsm(dsm(email=None, password=None, executor_secret="k")).mode == "hmac"
+    assert choose_auth(dsm(email=None, password=None, executor_secret="k"), "vcenter-sync").mode == "hmac"
     with pytest.raises(ConfigError, match="DSM_API_TOKEN"):
-        authenticate_dsm(dsm(email=None, password=None, api_token="t"))
+        choose_auth(dsm(email=None, password=None, api_token="t"), "vcenter-sync")
     with pytest.raises(ConfigError):
-        authenticate_dsm(dsm(email=None, password=None))
+        choose_auth(dsm(email=None, password=None), "vcenter-sync")
+
+
+@responses.activate
+def test_one_auth_choice_for_both_syncs() -> None:
+    """lib.dsm.auth.choose_auth serves both functions with what each accepts (CONTRACT.md 1, 2, 6)."""
+    responses.post(f"{URL}/auth/v1/token", json={"access_token": "jwt-fresh"})
+    both = dsm(api_token="tok", executor_secret="k")
+    assert choose_auth(both, "openmanage-sync").mode == "api_token"  # the API token first
+    vc = choose_auth(both, "vcenter-sync")  # vcenter-sync takes no API token: signs in
+    assert (vc.mode, vc.jwt, vc.described) == ("jwt", "jwt-fresh", "signed in as ops@example.com")
+    ome = choose_auth(dsm(), "openmanage-sync")
+    assert (ome.mode, ome.jwt) == ("jwt", "jwt-fresh")
+    with pytest.raises(ConfigError, match="openmanage-sync does not accept EXECUTOR_SHARED_SECRET"):
+        choose_auth(dsm(email=None, password=None, executor_secret="k"), "openmanage-sync")
+    with pytest.raises(ConfigError, match="DSM_PASSWORD must be set"):
+        choose_auth(dsm(password=None, jwt="also.set"), "openmanage-sync")  # half a pair is not skipped
+
+
+def test_one_place_derives_the_backend_url() -> None:
+    from lib.dsm.auth import _auth_url
+    from lib.dsm.edge import EdgeClient, functions_base
+
+    only_edge = dsm(
+        supabase_url=None, edge_function_url="https://ref.example.co/functions/v1/openmanage-sync"
+    )
+    assert only_edge.backend_url("auth/v1") == "https://ref.example.co/auth/v1"
+    assert _auth_url(only_edge) == "https://ref.example.co/auth/v1"
+    assert functions_base(only_edge) == "https://ref.example.co/functions/v1"
+    edge = EdgeClient(replace(only_edge, api_token="t"))
+    assert edge.url_for("vcenter-sync") == "https://ref.example.co/functions/v1/vcenter-sync"
+    assert dsm(supabase_url=URL + "/").backend_url("/functions/v1") == f"{URL}/functions/v1"
+    with pytest.raises(ConfigError, match="SUPABASE_URL is required to sign in"):
+        _auth_url(dsm(supabase_url=None, edge_function_url="https://x.example/custom"))

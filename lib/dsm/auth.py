@@ -8,6 +8,7 @@ The operator no longer pastes a JWT from a browser: the token is fetched per run
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from lib.config import DsmSettings
@@ -28,11 +29,7 @@ BAD_CREDENTIALS_HINT = (
 
 
 def _auth_url(settings: DsmSettings) -> str:
-    if settings.supabase_url:
-        return settings.supabase_url.rstrip("/") + "/auth/v1"
-    if settings.edge_function_url and "/functions/v1/" in settings.edge_function_url:
-        return settings.edge_function_url.split("/functions/v1/", 1)[0] + "/auth/v1"
-    raise ConfigError("SUPABASE_URL is required to sign in with DSM_EMAIL and DSM_PASSWORD.")
+    return settings.backend_url("auth/v1", purpose="sign in with DSM_EMAIL and DSM_PASSWORD")
 
 
 def sign_in_with_password(settings: DsmSettings, *, timeout: tuple[float, float] = (5.0, 30.0)) -> str:
@@ -137,3 +134,61 @@ def check_jwt(settings: DsmSettings, jwt: str, *, timeout: tuple[float, float] =
     except ValueError:
         return None
     return body.get("email") if isinstance(body, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which DSM credential an edge call uses: the one choice both syncs make (CONTRACT.md 1, 2, 6)
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DsmAuth:
+    mode: str  # the EdgeClient auth mode: "api_token", "jwt" or "hmac"
+    jwt: str | None
+    described: str  # for the log and --check; never holds a secret
+
+
+# What each edge function accepts, in the order used when several credentials are configured: a
+# long-lived API token, then a fresh sign-in (DSM_EMAIL/DSM_PASSWORD), then a pasted JWT (expires
+# within the hour), then the executor signature. openmanage-sync has no HMAC check (CONTRACT.md 1);
+# vcenter-sync takes no API token (CONTRACT.md 2).
+ACCEPTED_AUTH: dict[str, tuple[str, ...]] = {
+    "openmanage-sync": ("api_token", "password", "jwt"),
+    "vcenter-sync": ("password", "jwt", "hmac"),
+}
+AUTH_VARIABLES = {
+    "api_token": "DSM_API_TOKEN",
+    "password": "DSM_EMAIL and DSM_PASSWORD",
+    "jwt": "DSM_JWT_TOKEN",
+    "hmac": "EXECUTOR_SHARED_SECRET",
+}
+
+
+def choose_auth(settings: DsmSettings, function: str) -> DsmAuth:
+    """Settle the credential for calls to `function`, failing now (exit 3, or 2 when none fits)
+    rather than after the source system was read: a sign-in happens here, a DSM_JWT_TOKEN is checked
+    here. A credential the operator set explicitly wins and fails loudly; it never silently falls
+    back to the next one."""
+    accepted = ACCEPTED_AUTH.get(function, tuple(AUTH_VARIABLES))
+    configured = {
+        "api_token": bool(settings.api_token),
+        "password": bool(settings.email or settings.password),  # half of the pair: say what is missing
+        "jwt": bool(settings.jwt),
+        "hmac": bool(settings.executor_secret),
+    }
+    for mode in accepted:
+        if not configured[mode]:
+            continue
+        if mode == "api_token":
+            return DsmAuth("api_token", None, "DSM_API_TOKEN")
+        if mode == "password":
+            return DsmAuth("jwt", sign_in_with_password(settings), f"signed in as {settings.email}")
+        if mode == "jwt":
+            assert settings.jwt is not None
+            who = check_jwt(settings, settings.jwt)
+            return DsmAuth("jwt", settings.jwt, f"DSM_JWT_TOKEN of {who}" if who else "DSM_JWT_TOKEN")
+        return DsmAuth("hmac", None, "executor HMAC signature (EXECUTOR_SHARED_SECRET)")
+    choices = ", or ".join(AUTH_VARIABLES[m] for m in accepted)
+    hint = f"Set {choices} (a DSM user needs the admin or operator role)."
+    refused = [AUTH_VARIABLES[m] for m in AUTH_VARIABLES if configured[m] and m not in accepted]
+    if refused:
+        raise ConfigError(f"{function} does not accept {' or '.join(refused)}.", hint=hint)
+    raise ConfigError(f"No DSM credential for {function}.", hint=hint)

@@ -19,11 +19,7 @@ ROLE_HINT = "The DSM user needs the admin or operator role: ask a DSM admin to g
 
 def functions_base(settings: DsmSettings) -> str:
     """Base URL of the edge functions, from SUPABASE_URL or the DSM_EDGE_FUNCTION_URL override."""
-    if settings.supabase_url:
-        return settings.supabase_url.rstrip("/") + "/functions/v1"
-    if settings.edge_function_url and "/functions/v1/" in settings.edge_function_url:
-        return settings.edge_function_url.split("/functions/v1/", 1)[0] + "/functions/v1"
-    raise ConfigError("SUPABASE_URL is required to reach the DSM edge functions.")
+    return settings.backend_url("functions/v1", purpose="reach the DSM edge functions")
 
 
 class EdgeClient:

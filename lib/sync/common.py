@@ -12,15 +12,20 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from lib.errors import AgentError, ConfigError, exit_code_for
+from lib.logs import redact
+
+if TYPE_CHECKING:
+    from lib.sync.delivery import DeliveryResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,24 +66,55 @@ class SyncReport:
     dry_run: bool = False
     elapsed_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # set when a fatal error ended the run (the report says what was saved)
 
     @property
     def partial(self) -> bool:
         return bool(self.failed)
 
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "failed"
+        return "partial" if self.partial else "success"
+
     def exit_code(self) -> int:
         """0 when everything fetched was saved (or deliberately skipped), 1 when some items failed."""
         return 1 if self.failed else 0
 
+    def absorb(self, result: DeliveryResult[Any], ident: Callable[[Any], str]) -> None:
+        """Add what one delivery achieved (also a delivery cut short by a fatal error): the one way
+        both syncs fill their report. `ident` names a record for the failed/skipped lists."""
+        self.sent += result.sent
+        self.new += result.new
+        self.updated += result.updated
+        self.auto_linked += result.auto_linked
+        self.failed.extend(Item(ident(r.item), r.reason) for r in result.failed)
+        self.skipped.extend(Item(ident(r.item), r.reason) for r in result.duplicates)
+        self.failed.extend(Item("(backend)", e) for e in result.item_errors)
+        self.requests["dsm"] = self.requests.get("dsm", 0) + result.requests
+        self.extra["isolation_requests"] = self.extra.get("isolation_requests", 0) + result.split_requests
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark the run failed with a one-line, secret-free description of `exc`."""
+        if isinstance(exc, AgentError):
+            self.error = redact(exc.message)
+        elif isinstance(exc, KeyboardInterrupt):
+            self.error = "interrupted"
+        else:
+            self.error = f"unexpected {type(exc).__name__}: {redact(str(exc))}"
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["status"] = "partial" if self.partial else "success"
+        data["status"] = self.status
         return data
 
     def render_text(self) -> str:
         verb = "would send" if self.dry_run else "sent"
+        # the error itself follows on its own line (cli.run prints it); the JSON report carries it
+        ended = "FAILED after" if self.error is not None else "finished in"
         lines = [
-            f"{self.source} sync {'(dry run) ' if self.dry_run else ''}finished in {self.elapsed_seconds:.1f} s: "
+            f"{self.source} sync {'(dry run) ' if self.dry_run else ''}{ended} {self.elapsed_seconds:.1f} s: "
             f"{self.seen} seen, {verb} {self.sent}, {self.new} new, {self.updated} updated, "
             f"{self.auto_linked} linked, {len(self.skipped)} skipped, {len(self.failed)} failed"
         ]
@@ -94,7 +130,14 @@ class LockBusy(AgentError):
 
 
 class RunLock:
-    """An flock on a file, released by the kernel even when the process is killed."""
+    """An flock on a file, released by the kernel even when the process is killed.
+
+    The default path is in the shared temp dir, where another user could plant a symlink or a
+    hard link to one of our files: the file is opened without following a symlink, must be a
+    regular file with one link owned by us, and is never truncated (the pid is written in place,
+    padded to a fixed width, so it always covers what an earlier run wrote)."""
+
+    PID_WIDTH = 11  # "%10d\n": wider than any Linux pid (at most 4194304)
 
     def __init__(self, path: str | Path, *, wait: bool = False) -> None:
         self.path = Path(path)
@@ -104,12 +147,18 @@ class RunLock:
     def __enter__(self) -> RunLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
             raise ConfigError(
-                f"Cannot open the lock file {self.path}: {exc.strerror}.",
-                hint="Use --lock-file with a path this user can write.",
+                f"Cannot open the lock file {self.path}: {why}.",
+                hint="Use --lock-file with a path this user can write (not a link).",
             ) from None
+        try:
+            self._check_own_file(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except OSError as exc:
@@ -120,10 +169,21 @@ class RunLock:
                     hint="Use --wait-lock to wait for it instead.",
                 ) from None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.pwrite(fd, f"{os.getpid():>{self.PID_WIDTH - 1}}\n".encode(), 0)
+        except OSError as exc:  # the pid is only for an operator's eyes: the flock is the lock
+            log.debug("could not write the pid into %s: %s", self.path, exc)
         self._fd = fd
         return self
+
+    def _check_own_file(self, fd: int) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+            raise ConfigError(
+                f"Refusing the lock file {self.path}: it is not a regular file of this user with a "
+                "single link (someone else's file, or a hard link to one).",
+                hint="Remove it, or use --lock-file with a path in a directory only this user can write.",
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
@@ -186,9 +246,9 @@ def write_output(path: str, records: Any) -> None:
 def emit_report(report: SyncReport, *, as_json: bool) -> None:
     """JSON on stdout when asked; otherwise the text summary goes to the log (stderr)."""
     if as_json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False, default=str))
+        print(json.dumps(report.to_dict(), ensure_ascii=False, default=str), flush=True)
     else:
-        level = logging.WARNING if report.partial else logging.INFO
+        level = logging.ERROR if report.error else logging.WARNING if report.partial else logging.INFO
         for line in report.render_text().splitlines():
             log.log(level, "%s", line)
 
@@ -244,7 +304,9 @@ def run_sync(
 ) -> int:
     """The shared skeleton: take the lock, run the work, time it, print the report, pick the exit code.
 
-    `work` fills `report` as it goes, so a failure half-way still reports what was saved.
+    `work` fills `report` as it goes. A fatal error half-way (auth, connection, Ctrl-C) still emits
+    the report, with status "failed", the error and what was already saved, before the error goes
+    on to cli.run, which prints it and exits with its code.
     """
     lock_path = args.lock_file or default_lock_path(name)
     started = time.monotonic()
@@ -252,8 +314,12 @@ def run_sync(
         with RunLock(lock_path, wait=args.wait_lock):
             try:
                 work(report)
-            finally:
+            except BaseException as exc:
                 report.elapsed_seconds = round(time.monotonic() - started, 3)
+                report.fail(exc)
+                emit_report(report, as_json=args.json)
+                raise
+            report.elapsed_seconds = round(time.monotonic() - started, 3)
     except LockBusy as exc:
         log.warning("%s", exc.message)
         return 0

@@ -121,22 +121,29 @@ def deliver(
     *,
     batch_size: int,
     key: Callable[[T], Hashable] | None = None,
+    group: Callable[[T], Hashable] | None = None,
     on_batch: Callable[[DeliveryResult[T]], None] | None = None,
     workers: int = 1,
+    result: DeliveryResult[T] | None = None,
 ) -> DeliveryResult[T]:
     """Send `items` (consumed lazily) in batches of `batch_size`.
 
     Within a batch, a record whose `key` repeats an earlier one's is not sent (a single upsert
     cannot touch one row twice) and is listed in `duplicates`; the first one is kept.
+    Records whose `group` differs never share a batch: the OME sync groups by the set of keys a
+    device carries, because a bulk upsert takes the union of a batch's keys and NULLs the missing
+    ones (PostgREST), which would blank stored values of the devices that left a key out.
     With `workers` > 1, up to that many batches are in flight at once (the backend's wait overlaps
     with reading the source); at most `workers` batches are held, so memory stays bounded.
+    `result` (optional) is filled as batches complete, so a caller still has the counts of what
+    was saved when the source or a request raises half-way.
     """
     if batch_size < 1 or workers < 1:
         raise ValueError("batch_size and workers must be at least 1")
-    result: DeliveryResult[T] = DeliveryResult()
+    result = result if result is not None else DeliveryResult()
     delivery = _Delivery(send_batch, result)
-    batch: list[T] = []
-    keys: dict[Hashable, T] = {}
+    # one open batch per group (a single one without `group`), each with its own duplicate check
+    open_batches: dict[Hashable, tuple[list[T], dict[Hashable, T]]] = {}
     pool = None
     pending: list[Future[None]] = []
     if workers > 1:
@@ -144,32 +151,36 @@ def deliver(
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver")
 
-    def flush() -> None:
-        if batch:
-            result.batches += 1
-            if pool is None:
-                delivery.send(list(batch))
-            else:
-                while len(pending) >= workers:
-                    pending.pop(0).result()  # re-raises a fatal error (auth, backend gone)
-                pending.append(pool.submit(delivery.send, list(batch)))
-            batch.clear()
-            keys.clear()
-            if on_batch is not None:
-                on_batch(result)
+    def flush(batch: list[T]) -> None:
+        result.batches += 1
+        if pool is None:
+            delivery.send(batch)
+        else:
+            while len(pending) >= workers:
+                pending.pop(0).result()  # re-raises a fatal error (auth, backend gone)
+            pending.append(pool.submit(delivery.send, batch))
+        if on_batch is not None:
+            on_batch(result)
 
-    for item in items:
-        if key is not None:
-            k = key(item)
-            if k in keys:
-                result.duplicates.append(Rejected(item, f"duplicate key {k!r} in the same batch"))
-                continue
-            keys[k] = item
-        batch.append(item)
-        if len(batch) >= batch_size:
-            flush()
+    # The pool is shut down whatever happens (the source raising, Ctrl-C, a fatal reply): batches
+    # not yet started are cancelled, so nothing keeps sending after the run has ended.
     try:
-        flush()
+        for item in items:
+            g = group(item) if group is not None else None
+            batch, keys = open_batches.setdefault(g, ([], {}))
+            if key is not None:
+                k = key(item)
+                if k in keys:
+                    result.duplicates.append(Rejected(item, f"duplicate key {k!r} in the same batch"))
+                    continue
+                keys[k] = item
+            batch.append(item)
+            if len(batch) >= batch_size:
+                del open_batches[g]
+                flush(batch)
+        for batch, _keys in list(open_batches.values()):
+            flush(batch)
+        open_batches.clear()
         for future in pending:
             future.result()
     finally:

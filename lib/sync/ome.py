@@ -14,19 +14,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lib.config import DsmSettings, OmeSettings
-from lib.errors import ConfigError, RemoteError
+from lib.config import OmeSettings
 from lib.ome import TYPE_CHASSIS, TYPE_SERVER, Device, OmeClient, PagingStats, Skipped, normalise
 from lib.sync.common import Checklist, Item, Progress, SyncReport, write_output
-from lib.sync.delivery import BatchOutcome, deliver
+from lib.sync.delivery import BatchOutcome, DeliveryResult, deliver
+from lib.sync.edge import connect_dsm, edge_batch_sender
+from lib.sync.edge import judge_reply as judge_summary
 
 log = logging.getLogger(__name__)
 
 FUNCTION = "openmanage-sync"
 BULK_FAILED = "Bulk upsert failed:"
-# Answers that mean "this batch was refused" (so splitting it can save the rest), as opposed to
-# the backend being unreachable or misconfigured (404, gateway errors), which stop the run.
-BATCH_REFUSED_STATUSES = frozenset({400, 409, 422, 500})
 # Batches in flight at once: the backend's answer time overlaps with reading OME.
 DELIVERY_WORKERS = 2
 
@@ -51,46 +49,21 @@ SendBatch = Callable[[list[Device]], BatchOutcome]
 
 
 # ---------------------------------------------------------------------------------------------------
-# The backend's verdict on one batch (the TRAP of CONTRACT.md section 1)
+# The request body and the backend's verdict on one batch (the TRAP of CONTRACT.md section 1)
 # ---------------------------------------------------------------------------------------------------
 def judge_reply(reply: dict[str, Any]) -> BatchOutcome:
     """openmanage-sync answers 200 success:true even when its upsert failed and saved nothing; the
     only sign is an `errors` entry starting "Bulk upsert failed:". Such a batch counts as failed."""
-    if reply.get("success") is False:
-        return BatchOutcome.failed(str(reply.get("error") or "the backend reported success: false"))
-    errors = [str(e) for e in reply.get("errors") or []]
-    bulk = [e for e in errors if e.startswith(BULK_FAILED)]
-    if bulk:
-        return BatchOutcome.failed(bulk[0])
-    summary = reply.get("summary") if isinstance(reply.get("summary"), dict) else {}
+    return judge_summary(reply, whole_batch_failed=BULK_FAILED)
 
-    def count(name: str) -> int:
-        value = summary.get(name)
-        return value if isinstance(value, int) else 0
 
-    return BatchOutcome(
-        ok=True,
-        new=count("new"),
-        updated=count("updated"),
-        auto_linked=count("auto_linked"),
-        item_errors=errors,
-    )
+def request_body(batch: list[Device], *, scheduled: bool) -> dict[str, Any]:
+    return {"devices": [d.payload() for d in batch], "manual": not scheduled, "scheduled": scheduled}
 
 
 def edge_sender(edge: Any, *, scheduled: bool) -> SendBatch:
-    """A batch sender for EdgeClient: the upsert keyed on service tag is idempotent, so retried."""
-
-    def send(batch: list[Device]) -> BatchOutcome:
-        body = {"devices": [d.payload() for d in batch], "manual": not scheduled, "scheduled": scheduled}
-        try:
-            reply = edge.call(FUNCTION, body, idempotent=True)
-        except RemoteError as exc:
-            if exc.status in BATCH_REFUSED_STATUSES:
-                return BatchOutcome.failed(exc.remote_message or exc.message)
-            raise
-        return judge_reply(reply)
-
-    return send
+    """The shared edge batch sender with openmanage-sync's body and judge."""
+    return edge_batch_sender(edge, FUNCTION, lambda b: request_body(b, scheduled=scheduled), judge_reply)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -188,24 +161,20 @@ def _run(
             if send_batch is None:
                 report.sent = sum(1 for _ in devices())
             else:
-                result = deliver(
-                    devices(),
-                    send_batch,
-                    batch_size=options.batch_size,
-                    key=lambda d: d.service_tag,
-                    workers=DELIVERY_WORKERS,
-                )
-                report.sent = result.sent
-                report.new, report.updated, report.auto_linked = (
-                    result.new,
-                    result.updated,
-                    result.auto_linked,
-                )
-                report.failed.extend(Item(r.item.service_tag, r.reason) for r in result.failed)
-                report.skipped.extend(Item(r.item.service_tag, r.reason) for r in result.duplicates)
-                report.failed.extend(Item("(backend)", e) for e in result.item_errors)
-                report.requests["dsm"] = result.requests
-                report.extra["isolation_requests"] = result.split_requests
+                result: DeliveryResult[Device] = DeliveryResult()
+                try:
+                    deliver(
+                        devices(),
+                        send_batch,
+                        batch_size=options.batch_size,
+                        key=lambda d: d.service_tag,
+                        # same key set within a request: a bulk upsert NULLs a key other rows carry
+                        group=lambda d: d.present_keys(),
+                        workers=DELIVERY_WORKERS,
+                        result=result,
+                    )
+                finally:  # also after a fatal error: the report says what was saved
+                    report.absorb(result, lambda d: d.service_tag)
         finally:
             if progress is not None:
                 progress.done()
@@ -274,20 +243,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sync_arguments(parser, batch_default="OME_BATCH_SIZE, default 200")
 
 
-def _edge_client(dsm: DsmSettings) -> Any:
-    from lib.dsm.edge import EdgeClient
-
-    jwt = None
-    if not (dsm.api_token or dsm.jwt or dsm.executor_secret) and dsm.email and dsm.password:
-        try:
-            from lib.dsm.auth import sign_in_with_password  # type: ignore[import-not-found]
-        except ImportError:
-            raise ConfigError("Signing in with DSM_EMAIL and DSM_PASSWORD is not available here.",
-                              hint="Set DSM_API_TOKEN or DSM_JWT_TOKEN instead.") from None  # fmt: skip
-        jwt = sign_in_with_password(dsm)
-    return EdgeClient(dsm, jwt=jwt)
-
-
 def run_check(env: Any, args: argparse.Namespace) -> int:
     """--check: configuration, OME login and version, device count, backend credentials."""
     from lib.checks import Endpoint, backend_endpoint, endpoint_checks
@@ -336,13 +291,9 @@ def run_check(env: Any, args: argparse.Namespace) -> int:
         checks.skip("OME version", "no OME session")
 
     def backend() -> str:
-        with _edge_client(holder["dsm"]) as edge:
-            try:
-                edge.call(FUNCTION, {"devices": []})
-            except RemoteError as exc:
-                if exc.status != 400:  # an empty list is a 400 once the credentials passed
-                    raise
-        return "openmanage-sync answers and accepts the credentials"
+        edge, auth = connect_dsm(holder["dsm"], FUNCTION)  # signs in and probes; writes nothing
+        edge.close()
+        return f"openmanage-sync answers and accepts the credentials ({auth.described})"
 
     if endpoint_checks(checks, backend_endpoint(holder["dsm"]), "DSM backend"):
         checks.run("DSM backend", backend)
@@ -379,7 +330,10 @@ def main(args: argparse.Namespace) -> int:
         if dsm is None:
             sync_ome(ome, None, options, rep, progress=progress)
             return
-        with _edge_client(dsm) as edge:
+        # DSM first: a bad DSM credential fails before an OME session is opened
+        edge, auth = connect_dsm(dsm, FUNCTION)
+        log.info("DSM: %s", auth.described)
+        with edge:
             sync_ome(ome, edge_sender(edge, scheduled=options.scheduled), options, rep, progress=progress)
 
     return run_sync(args, name="openmanage-sync", report=report, work=work)

@@ -5,8 +5,9 @@ whole inventory in a few property-collector round trips (lib/vsphere.py), turns 
 vcenter-sync shape of CONTRACT.md section 2, and hands the hosts to the shared batch sender.
 
 Order matters: the script authenticates to DSM FIRST (sign-in with DSM_EMAIL/DSM_PASSWORD, a
-DSM_JWT_TOKEN checked with Supabase Auth, or the executor HMAC secret), so a bad DSM credential
-fails before vCenter is touched (no failed-login count on the vCenter account for a DSM mistake).
+DSM_JWT_TOKEN checked with Supabase Auth, or the executor HMAC secret) and proves the credential with
+a request that writes nothing (lib/sync/edge.connect_dsm), so a bad DSM credential fails before
+vCenter is touched (no failed-login count on the vCenter account for a DSM mistake).
 
 Non-destructive: the body only ever lists what vCenter has. Hosts that disappeared from vCenter
 are left in DSM; nothing here asks the backend to delete anything.
@@ -20,18 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lib.config import DsmSettings, VcenterSettings
-from lib.errors import ConfigError, RemoteError
-from lib.sync.common import Checklist, Item, Progress, SyncReport, write_output
-from lib.sync.delivery import BatchOutcome, deliver
+from lib.config import VcenterSettings
+from lib.sync.common import Checklist, Progress, SyncReport, write_output
+from lib.sync.delivery import BatchOutcome, DeliveryResult, deliver
+from lib.sync.edge import connect_dsm, edge_batch_sender
+from lib.sync.edge import judge_reply as judge_summary
 from lib.vsphere import ClusterInfo, DatacenterInfo, HostInfo, Inventory, VSphereClient
 
 log = logging.getLogger(__name__)
 
 FUNCTION = "vcenter-sync"
-# Answers that mean "this batch was refused" (splitting it can save the rest), as opposed to the
-# backend being unreachable or misconfigured (404, gateway errors), which stop the run.
-BATCH_REFUSED_STATUSES = frozenset({400, 409, 422, 500})
 LOGIN_ROUND_TRIPS = 3  # vimServiceVersions.xml, RetrieveServiceContent, Login (before our counter)
 
 FLAG_MAP = {"batch_size": "VCENTER_BATCH_SIZE", "vcenter_id": "VCENTER_ID"}
@@ -145,37 +144,12 @@ class BodyBuilder:
 
 def judge_reply(reply: dict[str, Any]) -> BatchOutcome:
     """vcenter-sync's verdict: `success: false` fails the batch; `errors` name single hosts."""
-    if reply.get("success") is False:
-        return BatchOutcome.failed(str(reply.get("error") or "the backend reported success: false"))
-    summary = reply.get("summary") if isinstance(reply.get("summary"), dict) else {}
-
-    def count(name: str) -> int:
-        value = summary.get(name)
-        return value if isinstance(value, int) else 0
-
-    return BatchOutcome(
-        ok=True,
-        new=count("new"),
-        updated=count("updated"),
-        auto_linked=count("auto_linked"),
-        item_errors=[str(e) for e in reply.get("errors") or []],
-    )
+    return judge_summary(reply)
 
 
 def edge_sender(edge: Any, build_body: Callable[[list[HostInfo]], dict[str, Any]]) -> SendBatch:
-    """A batch sender over EdgeClient. The function updates or inserts by host moref, so a repeated
-    request changes nothing more: it is safe to retry."""
-
-    def send(batch: list[HostInfo]) -> BatchOutcome:
-        try:
-            reply = edge.call(FUNCTION, build_body(batch), idempotent=True)
-        except RemoteError as exc:
-            if exc.status in BATCH_REFUSED_STATUSES:
-                return BatchOutcome.failed(exc.remote_message or exc.message)
-            raise
-        return judge_reply(reply)
-
-    return send
+    """The shared edge batch sender with vcenter-sync's body and judge (upserts by host moref)."""
+    return edge_batch_sender(edge, FUNCTION, build_body, judge_reply)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -212,24 +186,20 @@ def sync_vcenter(
         if progress is not None:
             progress.update(result.sent + len(result.failed), total)
 
+    result: DeliveryResult[HostInfo] = DeliveryResult()
     try:
-        result = deliver(
+        deliver(
             inv.hosts,
             make_sender(inv),
             batch_size=options.batch_size,
             key=lambda h: h.moref,
             on_batch=on_batch,
+            result=result,
         )
-    finally:
+    finally:  # also after a fatal error: the report says what was saved
         if progress is not None:
             progress.done()
-    report.sent = result.sent
-    report.new, report.updated, report.auto_linked = result.new, result.updated, result.auto_linked
-    report.failed.extend(Item(f"{r.item.name} ({r.item.moref})", r.reason) for r in result.failed)
-    report.skipped.extend(Item(f"{r.item.name} ({r.item.moref})", r.reason) for r in result.duplicates)
-    report.failed.extend(Item("(backend)", e) for e in result.item_errors)
-    report.requests["dsm"] = result.requests
-    report.extra["isolation_requests"] = result.split_requests
+        report.absorb(result, lambda h: f"{h.name} ({h.moref})")
     return inv
 
 
@@ -262,50 +232,6 @@ def _describe(inv: Inventory, report: SyncReport) -> None:
             len(no_serial),
             ", ".join(no_serial[:10]),
         )
-
-
-# ---------------------------------------------------------------------------------------------------
-# DSM authentication (before vCenter)
-# ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DsmAuth:
-    mode: str  # "jwt" or "hmac"
-    jwt: str | None
-    described: str
-
-
-def authenticate_dsm(dsm: DsmSettings) -> DsmAuth:
-    """Settle the DSM credential, failing now (exit 3 / 2) rather than after reading vCenter.
-
-    DSM_EMAIL + DSM_PASSWORD (signed in now), else DSM_JWT_TOKEN (checked now), else
-    EXECUTOR_SHARED_SECRET (HMAC; checked by the backend on the first request).
-    """
-    from lib.dsm.auth import check_jwt, sign_in_with_password
-
-    if dsm.email or dsm.password:
-        token = sign_in_with_password(dsm)
-        return DsmAuth("jwt", token, f"signed in as {dsm.email}")
-    if dsm.jwt:
-        who = check_jwt(dsm, dsm.jwt)
-        return DsmAuth("jwt", dsm.jwt, f"DSM_JWT_TOKEN of {who}" if who else "DSM_JWT_TOKEN")
-    if dsm.executor_secret:
-        return DsmAuth("hmac", None, "executor HMAC signature (EXECUTOR_SHARED_SECRET)")
-    if dsm.api_token:
-        raise ConfigError(
-            "vcenter-sync does not accept DSM_API_TOKEN (it takes a user JWT or the executor signature).",
-            hint="Set DSM_EMAIL and DSM_PASSWORD (a DSM admin or operator), or DSM_JWT_TOKEN, "
-            "or EXECUTOR_SHARED_SECRET.",
-        )
-    raise ConfigError(
-        "No DSM credential for vcenter-sync.",
-        hint="Set DSM_EMAIL and DSM_PASSWORD (a DSM admin or operator), or DSM_JWT_TOKEN, or EXECUTOR_SHARED_SECRET.",
-    )
-
-
-def edge_client(dsm: DsmSettings, auth: DsmAuth) -> Any:
-    from lib.dsm.edge import EdgeClient
-
-    return EdgeClient(dsm, auth=auth.mode, jwt=auth.jwt)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -358,7 +284,9 @@ def run_check(env: Any) -> int:
         return checks.exit_code()
 
     def dsm() -> str:
-        return authenticate_dsm(holder["dsm"]).described
+        edge, auth = connect_dsm(holder["dsm"], FUNCTION)  # signs in and probes; writes nothing
+        edge.close()
+        return auth.described
 
     if not endpoint_checks(checks, backend_endpoint(holder["dsm"]), "DSM backend"):
         checks.skip("DSM credentials", "the connection checks above failed")
@@ -406,9 +334,11 @@ def main(args: argparse.Namespace) -> int:
         if dsm is None:
             sync_vcenter(vc, None, options, rep, progress=progress)
             return
-        auth = authenticate_dsm(dsm)  # first: a DSM mistake never costs a vCenter login
+        # DSM first, credential proven by a request that writes nothing (the HMAC secret too):
+        # a DSM mistake never costs a vCenter login
+        edge, auth = connect_dsm(dsm, FUNCTION)
         log.info("DSM: %s", auth.described)
-        with edge_client(dsm, auth) as edge:
+        with edge:
             sync_vcenter(
                 vc, lambda inv: edge_sender(edge, BodyBuilder(inv, options)), options, rep, progress=progress
             )

@@ -3,38 +3,15 @@ so its counters and faults are at hand) and, for the delivery tests, the lab bac
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from lib.sync.common import RunLock
+from tests.e2e.sync_helpers import OME_SCRIPT, report_of, run_script, start_script, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "openmanage-sync-script.py"
 PAGE = 50
-
-
-def run(
-    tmp_path: Path, env: dict[str, str], *args: str, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    empty_env_file = tmp_path / "empty.env"
-    empty_env_file.write_text("")
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "--env-file",
-        str(empty_env_file),
-        "--lock-file",
-        str(tmp_path / "lock"),
-        *args,
-    ]
-    return subprocess.run(
-        cmd, env={**base, **env}, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
+run = functools.partial(run_script, OME_SCRIPT)
 
 
 def ome_env(sim, *, ca: bool = True, password: str | None = None) -> dict[str, str]:
@@ -47,13 +24,6 @@ def ome_env(sim, *, ca: bool = True, password: str | None = None) -> dict[str, s
     if ca and sim.ca_file:
         env["OME_CA_BUNDLE"] = sim.ca_file
     return env
-
-
-def report_of(proc: subprocess.CompletedProcess[str]) -> dict:
-    assert proc.stdout.strip(), proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, "stdout must hold the JSON report only"
-    return json.loads(lines[0])
 
 
 def by_tag(records: list[dict]) -> dict[str, dict]:
@@ -185,29 +155,57 @@ def test_overlapping_run_exits_0_with_one_line(ome_sim, tmp_path):
     assert sim.stats()["requests"] == 0
 
 
+def test_lock_file_never_follows_a_link_nor_truncates_another_file(tmp_path):
+    """The default lock lives in the shared temp dir: a planted symlink or hard link to a file of
+    ours must not be followed, truncated or written."""
+    import os
+
+    import pytest
+
+    from lib.errors import ConfigError
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n" * 3)
+    (tmp_path / "sym.lock").symlink_to(victim)
+    with pytest.raises(ConfigError, match="symbolic link"), RunLock(tmp_path / "sym.lock"):
+        pass
+    os.link(victim, tmp_path / "hard.lock")
+    with pytest.raises(ConfigError, match="single link"), RunLock(tmp_path / "hard.lock"):
+        pass
+    assert victim.read_text() == "keep me\n" * 3
+    # our own lock file: the pid is written in place, covering whatever an older run left
+    own = tmp_path / "own.lock"
+    own.write_text("1234567\n")
+    with RunLock(own):
+        assert own.read_text().split() == [str(os.getpid())]
+
+
 def test_sigterm_logs_the_session_out(ome_sim, tmp_path):
-    sim = ome_sim(100)
-    sim.faults.delay_seconds = 0.5
-    empty = tmp_path / "e.env"
-    empty.write_text("")
-    env = {"PATH": os.environ["PATH"], **ome_env(sim)}
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "--env-file",
-        str(empty),
-        "--lock-file",
-        str(tmp_path / "l"),
-        "--dry-run",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(100):
-        if sim.stats()["requests_by_path"].get("/api/DeviceService/Devices"):
-            break  # mid-sync: paging under way
-        subprocess.run(["sleep", "0.05"])
-    proc.terminate()
-    assert proc.wait(30) == 130, proc.stderr.read()
-    assert sim.stats()["sessions_created"] == 1 and sim.stats()["open_sessions"] == 0
+    # slow pages (8 of them, 1 s each): a wide window in which the sync is surely paging
+    sim = ome_sim(400)
+    sim.faults.delay_seconds = 1.0
+    proc = start_script(OME_SCRIPT, tmp_path, ome_env(sim), "--dry-run")
+    try:
+        # only once paging has started is cli.run's SIGTERM handler surely installed (before it, the
+        # signal kills the interpreter with -15 and proves nothing)
+        wait_for(
+            lambda: (
+                bool(sim.stats()["requests_by_path"].get("/api/DeviceService/Devices"))
+                or proc.poll() is not None
+            ),
+            "the sync to start paging",
+        )
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.terminate()
+        assert proc.wait(120) == 130, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stats = sim.stats()
+    assert stats["sessions_created"] == 1 and stats["open_sessions"] == 0
+    pages = math.ceil(len(sim.fleet.servers()) / PAGE)
+    assert stats["requests_by_path"]["/api/DeviceService/Devices"] < pages  # stopped mid-way
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -262,13 +260,35 @@ def test_conflicting_row_is_isolated_and_everything_else_saved(ome_sim, clean_ba
     assert victim["DeviceServiceTag"] not in rows and rows["OTHER01"]["ip_address"] == ip
 
 
-def test_backend_token_rejected_exit_3(ome_sim, clean_backend, tmp_path):
+def test_backend_token_rejected_exit_3_before_ome_is_touched(ome_sim, clean_backend, tmp_path):
     backend = clean_backend
     sim = ome_sim(10)
-    proc = run(tmp_path, {**ome_env(sim), **dsm_env(backend, "not-a-valid-token")})
+    proc = run(tmp_path, {**ome_env(sim), **dsm_env(backend, "not-a-valid-token")}, "--json")
     assert proc.returncode == 3
-    assert "DSM_API_TOKEN" in proc.stderr and "not-a-valid-token" not in proc.stderr
-    assert sim.stats()["open_sessions"] == 0
+    assert "DSM_API_TOKEN" in proc.stderr and "not-a-valid-token" not in proc.stderr + proc.stdout
+    assert sim.stats()["sessions_created"] == 0  # the DSM credential was proven first
+    rep = report_of(proc)  # the report still comes out, saying the run failed and why
+    assert rep["status"] == "failed" and "401" in rep["error"] and rep["sent"] == 0
+
+
+def test_fatal_error_mid_sync_still_reports_what_was_saved(ome_sim, clean_backend, tmp_path):
+    backend = clean_backend
+    sim = ome_sim(300)
+    sim.faults.fail_page(3 * PAGE, 401, times=1000)  # the fourth page: OME rejects even a new session
+    env = {**ome_env(sim), **dsm_env(backend, backend.create_api_token())}
+    proc = run(tmp_path, env, "--json", "--batch-size", "40")
+    assert proc.returncode == 3, proc.stderr
+    rep = report_of(proc)
+    assert rep["status"] == "failed" and "OME rejected a fresh session" in rep["error"]
+    saved = len(servers(backend))
+    assert rep["sent"] == rep["new"] == saved > 0  # the batches before the failure were saved, and say so
+    # the session held at the end was deleted (the injected 401 leaves the first one valid in the
+    # simulator, where a real 401 means it had expired)
+    assert sim.stats()["sessions_deleted"] == 1
+    # without --json the same report goes to the log, before the error line
+    proc = run(tmp_path, env, "--batch-size", "40")
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.stderr.index("OpenManage sync FAILED after") < proc.stderr.index("error: OME rejected")
 
 
 def test_check_prints_a_checklist(ome_sim, clean_backend, tmp_path):
@@ -281,3 +301,47 @@ def test_check_prints_a_checklist(ome_sim, clean_backend, tmp_path):
     assert any(line.startswith("OK   OME TLS: ") and "OME_CA_BUNDLE" in line for line in lines)
     assert "4.1.0" in proc.stdout and sim.stats()["open_sessions"] == 0
     assert servers(backend) == {}
+
+
+def test_every_request_carries_one_key_set_so_no_stored_value_is_blanked(ome_sim):
+    """A bulk upsert through PostgREST takes the union of a request's keys and NULLs the ones a row
+    lacks (the real function maps fields explicitly; the lab function's COALESCE hides this). NOIDRAC
+    has no iDRAC firmware to send: in a request with devices that do, its stored value would be
+    blanked. The sync keeps devices with different key sets in different requests."""
+    from lib.config import OmeSettings
+    from lib.http import TLSConfig
+    from lib.sync.common import SyncReport
+    from lib.sync.delivery import BatchOutcome
+    from lib.sync.ome import OmeSyncOptions, sync_ome
+
+    sim = ome_sim(120, https=False)
+    store = {"NOIDRAC": {"service_tag": "NOIDRAC", "idrac_firmware": "5.10.00.00", "model": "R650"}}
+    requests: list[list[dict]] = []
+
+    def postgrest_upsert(batch):
+        rows = [d.payload() for d in batch]
+        requests.append(rows)
+        columns = set().union(*rows)
+        for row in rows:
+            stored = store.setdefault(row["service_tag"], {})
+            stored.update({c: row.get(c) for c in columns})
+        return BatchOutcome(ok=True, new=len(rows))
+
+    settings = OmeSettings(
+        host=sim.url,
+        port=443,
+        username=sim.username,
+        password=sim.password,
+        tls=TLSConfig(env_prefix="OME"),
+        page_size=PAGE,
+        timeout=30,
+        inventory_threads=2,
+        batch_size=200,
+    )
+    report = SyncReport("OpenManage")
+    sync_ome(settings, postgrest_upsert, OmeSyncOptions(batch_size=200), report)
+    assert report.sent == len(sim.fleet.servers()) - 2 and not report.failed
+    assert all(len({frozenset(r) for r in rows}) == 1 for rows in requests)
+    assert store["NOIDRAC"]["idrac_firmware"] == "5.10.00.00"  # not blanked
+    assert store["NOIDRAC"]["model"] is not None
+    assert sum(len(rows) for rows in requests) == report.sent

@@ -4,47 +4,18 @@ Auth, PostgreSQL), checking the `vcenter_hosts` rows afterwards."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
 import socket
-import subprocess
-import sys
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "vcenter-sync-script.py"
+from tests.e2e.sync_helpers import VCENTER_SCRIPT, report_of, run_script
 
-
-def run(
-    tmp_path: Path, env: dict[str, str], *args: str, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    empty_env_file = tmp_path / "empty.env"
-    empty_env_file.write_text("")
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    cmd = [
-        sys.executable,
-        str(SCRIPT),
-        "--env-file",
-        str(empty_env_file),
-        "--lock-file",
-        str(tmp_path / "lock"),
-        *args,
-    ]
-    return subprocess.run(
-        cmd, env={**base, **env}, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
-
-
-def report_of(proc: subprocess.CompletedProcess[str]) -> dict:
-    assert proc.stdout.strip(), proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, "stdout must hold the JSON report only"
-    return json.loads(lines[0])
+run = functools.partial(run_script, VCENTER_SCRIPT)
 
 
 @pytest.fixture
@@ -223,13 +194,33 @@ def test_wrong_dsm_password_exits_3_before_vcenter_is_touched(vcsim, dsm_user, t
             **dsm_user,
             "DSM_PASSWORD": "not-the-password",
         }
-        proc = run(tmp_path, env)
+        proc = run(tmp_path, env, "--json")
     finally:
         fake_vcenter.close()
     assert proc.returncode == 3, proc.stderr
     assert "DSM_EMAIL" in proc.stderr and "DSM_PASSWORD" in proc.stderr
-    assert "not-the-password" not in proc.stderr
+    assert "not-the-password" not in proc.stderr + proc.stdout
     assert fake_vcenter.accepted == 0
+    rep = report_of(proc)  # the report comes out on a fatal error too
+    assert rep["status"] == "failed" and "DSM_EMAIL" in rep["error"] and rep["seen"] == 0
+
+
+def test_wrong_hmac_secret_exits_3_before_vcenter_is_touched(vcsim, clean_backend, tmp_path):
+    fake_vcenter = ListeningSocket()
+    try:
+        env = {
+            **vcsim.env(VCENTER_PORT=str(fake_vcenter.port)),
+            "SUPABASE_URL": clean_backend.url,
+            "SUPABASE_ANON_KEY": clean_backend.anon_key,
+            "EXECUTOR_SHARED_SECRET": "not-the-shared-secret",
+        }
+        proc = run(tmp_path, env)
+    finally:
+        fake_vcenter.close()
+    assert proc.returncode == 3, proc.stderr
+    assert "EXECUTOR_SHARED_SECRET" in proc.stderr and "not-the-shared-secret" not in proc.stderr
+    assert fake_vcenter.accepted == 0  # the signed probe failed first
+    assert hosts_rows(clean_backend) == {}
 
 
 def test_untrusted_certificate_exits_4_naming_the_subject_and_the_variables(
