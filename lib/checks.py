@@ -105,8 +105,12 @@ def tcp_check(ep: Endpoint, *, timeout: float = 5.0) -> str:
     return f"{ep.where} accepts connections ({(time.monotonic() - started) * 1000:.0f} ms)"
 
 
-def tls_check(ep: Endpoint, *, timeout: float = 5.0) -> str:
-    """A handshake with the program's own TLS settings (CA bundle, verify flag, legacy ciphers)."""
+def tls_check(
+    ep: Endpoint, *, timeout: float = 5.0, untrusted: Callable[[str], AgentError] | None = None
+) -> str:
+    """A handshake with the program's own TLS settings (CA bundle, verify flag, legacy ciphers).
+    `untrusted`, when given, builds the error for a certificate that fails verification from the
+    reason (lib/vsphere names the certificate's subject in it)."""
     if ep.tls is None:
         return "plain http: no TLS (acceptable for a local test backend only)"
     tls = ep.tls
@@ -118,6 +122,8 @@ def tls_check(ep: Endpoint, *, timeout: float = 5.0) -> str:
             version = conn.version()
             cert = conn.getpeercert() if tls.verify else None
     except (ssl.SSLError, ssl.CertificateError) as exc:
+        if untrusted is not None and isinstance(exc, ssl.SSLCertVerificationError):
+            raise untrusted(exc.verify_message or str(exc)) from None
         # the same message and hint as a real request would give (lib.http has the one wording)
         reason: object = exc
         if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:

@@ -24,14 +24,13 @@ from urllib.parse import urlsplit
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import VmomiSupport, vim, vmodl
 
+from lib.checks import Endpoint, tcp_check, tls_check
 from lib.config import VcenterSettings
 from lib.errors import (
     AgentError,
     AuthError,
     ConfigError,
     ConnectivityError,
-    ConnectRefusedError,
-    DNSError,
     RemoteError,
     RequestTimeoutError,
     TLSError,
@@ -377,44 +376,19 @@ def certificate_subject(host: str, port: int, timeout: float) -> str | None:
         return None
 
 
+def endpoint(host: str, port: int, tls: TLSConfig) -> Endpoint:
+    """vCenter as lib.checks sees it (for the probe below and vcenter-sync --check)."""
+    return Endpoint(host, port, "VCENTER_HOST / VCENTER_PORT", SYSTEM, tls)
+
+
 def probe(host: str, port: int, tls: TLSConfig, timeout: float) -> None:
     """Connect and shake hands once with a timeout, so refused, DNS, timeout and untrusted-certificate
-    failures become clear errors before pyVmomi (whose version probe has no timeout) is involved."""
-    where = f"{host}:{port}"
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except socket.gaierror:
-        raise DNSError(
-            f"Cannot resolve the vCenter host name {host!r}.",
-            hint="Check VCENTER_HOST: the name does not resolve here; use an IP address or fix DNS.",
-        ) from None
-    except ConnectionRefusedError:
-        raise ConnectRefusedError(
-            f"Connection refused by vCenter at {where}.",
-            hint="Nothing listens there: check VCENTER_HOST and VCENTER_PORT (vCenter uses 443).",
-        ) from None
-    except TimeoutError:
-        raise RequestTimeoutError(
-            f"vCenter at {where} did not accept a connection within {timeout:g} s.",
-            hint="Check VCENTER_HOST, VCENTER_PORT and the firewalls between this machine and vCenter.",
-        ) from None
-    except OSError as exc:
-        raise ConnectivityError(
-            f"Cannot connect to vCenter at {where}: {exc.strerror or exc}.",
-            hint="Check VCENTER_HOST, VCENTER_PORT, routing and firewalls.",
-        ) from None
-    try:
-        with tls.ssl_context().wrap_socket(sock, server_hostname=host):
-            pass
-    except ssl.SSLCertVerificationError as exc:
-        raise _untrusted(host, port, timeout, exc.verify_message or str(exc)) from None
-    except (ssl.SSLError, OSError) as exc:
-        raise TLSError(
-            f"TLS handshake with vCenter at {where} failed: {exc}.",
-            hint="Check that VCENTER_HOST and VCENTER_PORT point at vCenter's HTTPS port (443).",
-        ) from None
-    finally:
-        sock.close()
+    failures become clear errors before pyVmomi (whose version probe has no timeout) is involved.
+    The probes and their wording are lib.checks' (the same as --check prints); an untrusted
+    certificate also names its subject."""
+    ep = endpoint(host, port, tls)
+    tcp_check(ep, timeout=timeout)
+    tls_check(ep, timeout=timeout, untrusted=lambda reason: _untrusted(host, port, timeout, reason))
 
 
 def _untrusted(host: str, port: int, timeout: float, reason: str) -> TLSError:

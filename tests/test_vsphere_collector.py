@@ -257,3 +257,27 @@ def test_vcenter_host_accepts_names_host_port_and_urls(given: str, expected: tup
     from lib.vsphere import split_host
 
     assert split_host(given, 443) == expected
+
+
+def test_probe_speaks_with_lib_checks_words() -> None:
+    """The connect probe before pyVmomi is lib.checks' (one wording for a run and for --check)."""
+    import socket
+
+    from lib.checks import tcp_check
+    from lib.errors import ConnectRefusedError
+    from lib.http import TLSConfig
+    from lib.vsphere import endpoint, probe
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    tls = TLSConfig(env_prefix="VCENTER")
+    with pytest.raises(ConnectRefusedError) as from_probe:
+        probe("127.0.0.1", port, tls, 2.0)
+    with pytest.raises(ConnectRefusedError) as from_check:
+        tcp_check(endpoint("127.0.0.1", port, tls), timeout=2.0)
+    assert (from_probe.value.message, from_probe.value.hint) == (
+        from_check.value.message,
+        from_check.value.hint,
+    )
+    assert "VCENTER_PORT" in from_probe.value.hint

@@ -267,9 +267,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_check(env: Any) -> int:
     """--check: configuration, DSM credentials, vCenter login and inventory size. Sends nothing."""
-    from lib.checks import Endpoint, backend_endpoint, endpoint_checks
+    from lib.checks import backend_endpoint, endpoint_checks
     from lib.config import dsm_settings, vcenter_settings
-    from lib.vsphere import split_host
+    from lib.vsphere import endpoint, split_host
 
     checks = Checklist()
     holder: dict[str, Any] = {}
@@ -295,8 +295,7 @@ def run_check(env: Any) -> int:
     if not checks.run("DSM credentials", dsm):
         checks.skip("vCenter", "DSM credentials failed first")
         return checks.exit_code()
-    vc_host, vc_port = split_host(holder["vc"].host, holder["vc"].port)
-    vc_endpoint = Endpoint(vc_host, vc_port, "VCENTER_HOST", "vCenter", holder["vc"].tls)
+    vc_endpoint = endpoint(*split_host(holder["vc"].host, holder["vc"].port), holder["vc"].tls)
     if not endpoint_checks(checks, vc_endpoint, "vCenter"):
         checks.skip("vCenter login and inventory", "the connection checks above failed")
         return checks.exit_code()
