@@ -13,7 +13,6 @@ import pytest
 import requests
 
 from lab.idrac_sim import SESSIONS
-from lib import redfish
 from lib.dsm.credentials import CredentialResolver, encrypt_password
 from lib.dsm.rest import RestClient
 from lib.executor.context import IdracSlots, Services
@@ -40,9 +39,8 @@ def lab(clean_backend, idrac_sim, monkeypatch):
 
     def start(n: int = 1, *, trusted: bool = True, **opts):
         fleet = idrac_sim(n, tls=True, password=PASSWORD, power_delay=opts.pop("power_delay", 0.3), **opts)
-        if trusted:
+        if trusted:  # read when run_job builds its Services (settings from the process environment)
             monkeypatch.setenv("IDRAC_CA_BUNDLE", fleet.ca_file)
-            redfish.default_settings.cache_clear()
         ids = []
         for bmc in fleet:
             row = b.sql(
@@ -54,7 +52,6 @@ def lab(clean_backend, idrac_sim, monkeypatch):
         return fleet, ids
 
     yield b, start
-    redfish.default_settings.cache_clear()
 
 
 def run_job(b, job_type: str, *, server_ids=None, details=None, scope=None) -> dict:
@@ -124,22 +121,62 @@ def test_power_action(lab, action, start, final, reset_sent):
     assert [t["status"] for t in out["tasks"]] == ["completed"]
     assert out["cmds"] and all(c["endpoint"].startswith("/redfish/v1") for c in out["cmds"])
     assert any(c["command_type"] == "DELETE" and c["endpoint"].startswith(SESSIONS) for c in out["cmds"])
+    (summary,) = out["job"]["details"]["result"]["servers"]
+    if action in ("ForceRestart", "GracefulRestart", "PowerCycle"):
+        # accepted is not enough: the restart was seen (LastResetTime/BootProgress or power Off)
+        assert summary["restart_verified"] is True and summary["restart_evidence"], summary
+        if action != "PowerCycle":  # a Dell warm reset never shows Off: only the markers prove it
+            assert fleet[0].stats.power_changes == []
+    assert_clean(fleet, out)
+
+
+def test_graceful_restart_ignored_by_a_hung_os_fails_with_forcerestart_hint(lab):
+    b, start_fleet = lab
+    fleet, ids = start_fleet(1)
+    fleet[0].os_responsive = False  # accepts the request (204), the OS never restarts
+    out = run_job(
+        b, "power_action", server_ids=ids, details={"action": "GracefulRestart", "timeout_seconds": 2, **FAST}
+    )
+    assert out["job"]["status"] == "failed"
+    err = out["job"]["details"]["error"]
+    assert "no sign of a restart" in err and "LastResetTime still" in err and "ForceRestart" in err
+    assert fleet[0].stats.resets == ["GracefulRestart"]  # never escalated to ForceRestart
+    assert_clean(fleet, out)
+
+
+def test_restart_on_a_bmc_without_markers_completes_with_a_warning(lab):
+    b, start_fleet = lab
+    fleet, ids = start_fleet(1, restart_markers=False)  # older firmware: no LastResetTime/BootProgress
+    out = run_job(b, "power_action", server_ids=ids, details={"action": "ForceRestart", **FAST})
+    assert out["job"]["status"] == "completed", out["job"]["details"].get("error")
+    (summary,) = out["job"]["details"]["result"]["servers"]
+    assert summary["restart_verified"] is None and summary["restart_evidence"] is None
+    (task,) = out["tasks"]
+    assert "could not be verified" in json.dumps(task, default=str)
+    assert fleet[0].stats.resets == ["ForceRestart"]
     assert_clean(fleet, out)
 
 
 def test_graceful_shutdown_timeout_fails_with_forceoff_hint_and_never_escalates(lab):
     b, start_fleet = lab
-    fleet, ids = start_fleet(2)
-    fleet[1].os_responsive = False  # a hung OS ignores the ACPI request
+    fleet, ids = start_fleet(2, power_delay=0.05)
+    # A hung OS ignores the ACPI request: the simulator never schedules the Off, so h2's timeout is
+    # certain however slow the machine; the 10 s leave h1 ample time to reach Off on a loaded host.
+    fleet[1].os_responsive = False
     out = run_job(
         b,
         "power_action",
         server_ids=ids,
-        details={"action": "GracefulShutdown", "timeout_seconds": 1.5, **FAST},
+        details={"action": "GracefulShutdown", "timeout_seconds": 10, **FAST},
     )
     assert out["job"]["status"] == "failed"
     err = out["job"]["details"]["error"]
     assert "1 of 2" in err and "h2" in err and "did not power off" in err
+    result = out["job"]["details"]["result"]
+    assert [f["server_id"] for f in result["failed"]] == [ids[1]] and "ForceOff" in result["failed"][0][
+        "error"
+    ]
+    assert [s["server_id"] for s in result["servers"]] == [ids[0]]
     assert "ForceOff" in json.dumps(out["job"]["details"])
     assert fleet[1].stats.resets == ["GracefulShutdown"] and fleet[1].power_state() == "On"
     assert fleet[0].power_state() == "Off"
@@ -289,3 +326,22 @@ def test_credentials_for_an_address_and_credential_set(lab, idrac_sim):
     assert out["job"]["status"] == "completed", out["job"]["details"].get("error")
     assert out["job"]["details"]["result"]["servers"][0]["verdict"] == "valid"
     assert_clean(fleet, out)
+
+
+def test_restart_evidence_reads_markers_and_ignores_dells_zero_time():
+    from handlers.power import can_verify_restart, restart_evidence
+
+    zero = {"PowerState": "On", "LastResetTime": "0000-00-00T00:00:00+00:00"}
+    assert not can_verify_restart(zero) and not can_verify_restart({"PowerState": "On"})
+    before = {
+        "PowerState": "On",
+        "LastResetTime": "2026-01-01T10:00:00-06:00",
+        "BootProgress": {"LastState": "OSRunning", "LastStateTime": "2026-01-01T10:03:00-06:00"},
+    }
+    assert can_verify_restart(before) and restart_evidence(before, before) is None
+    later = {**before, "LastResetTime": "2026-01-02T08:00:00-06:00"}
+    assert "LastResetTime changed" in restart_evidence(before, later)
+    posting = {**before, "BootProgress": {"LastState": "OEM", "OemLastState": "Lifecycle Controller"}}
+    assert "BootProgress.LastState" in restart_evidence(before, posting)
+    assert restart_evidence(before, {**before, "PowerState": "Off"}) == "power state went Off"
+    assert restart_evidence(zero, {**zero, "LastResetTime": "0000-00-00T00:00:00+00:00"}) is None
