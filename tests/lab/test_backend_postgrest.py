@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 
+import psycopg
 import requests
 
 from lab.backend.launcher import BackendProcess
@@ -47,28 +49,52 @@ def test_insert_select_filters_order_limit(clean_backend: BackendProcess) -> Non
 
 
 def test_filtered_patch_race_exactly_one_winner(clean_backend: BackendProcess) -> None:
+    """Several clients PATCH pending -> running at the same moment: exactly one gets the row.
+
+    The race is forced, not hoped for: a transaction holds the row lock while every client sends
+    its PATCH; once PostgreSQL shows them all waiting on that lock, the lock is released and they
+    compete. Results are collected and checked in the main thread (an assert in a thread is lost).
+    """
     b = clean_backend
     job = b.sql("INSERT INTO jobs (job_type) VALUES ('power_action') RETURNING id::text")[0]["id"]
-    barrier = threading.Barrier(2)
-    results: list[list] = []
+    contenders = 4
+    barrier = threading.Barrier(contenders + 1, timeout=30)
+    outcomes: list[object] = [None] * contenders
 
-    def claim() -> None:
+    def claim(i: int) -> None:
         with requests.Session() as s:
-            barrier.wait()
-            r = s.patch(
-                rest(b, f"jobs?id=eq.{job}&status=eq.pending"),
-                json={"status": "running"},
-                headers={**b.headers(), "Prefer": "return=representation"},
-            )
-            assert r.status_code == 200
-            results.append(r.json())
+            try:
+                barrier.wait()
+                r = s.patch(
+                    rest(b, f"jobs?id=eq.{job}&status=eq.pending"),
+                    json={"status": "running"},
+                    headers={**b.headers(), "Prefer": "return=representation"},
+                    timeout=60,
+                )
+                outcomes[i] = (r.status_code, r.json())
+            except Exception as exc:  # reported by the main thread
+                outcomes[i] = exc
 
-    threads = [threading.Thread(target=claim) for _ in range(2)]
+    threads = [threading.Thread(target=claim, args=(i,), daemon=True) for i in range(contenders)]
+    with psycopg.connect(b.database_url) as holder:
+        holder.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (job,))
+        for t in threads:
+            t.start()
+        barrier.wait()
+        waiting, deadline = 0, time.monotonic() + 30
+        while waiting < contenders and time.monotonic() < deadline:
+            waiting = b.sql(
+                "SELECT count(*)::int AS n FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )[0]["n"]
+            time.sleep(0.05)
+        holder.commit()  # release the row: the waiting PATCHes now race for it
     for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(len(r) for r in results) == [0, 1]
+        t.join(60)
+    assert waiting == contenders, f"only {waiting} of {contenders} PATCHes reached the row lock"
+    assert all(isinstance(o, tuple) and o[0] == 200 for o in outcomes), outcomes
+    assert sorted(len(o[1]) for o in outcomes) == [0] * (contenders - 1) + [1]  # type: ignore[index]
+    assert b.sql("SELECT status::text FROM jobs WHERE id = %s", (job,))[0]["status"] == "running"
 
 
 def test_upsert_merge_and_ignore(clean_backend: BackendProcess) -> None:
