@@ -5,6 +5,9 @@ executor's runner in process. Prints the single-server time, the fleet wall time
 (2 x N / concurrency x single) and the largest number of sessions ever open on one BMC.
 
     python -m bench.fleet_power_bench [--servers 100] [--power-delay 2] [--concurrency 4]
+                                      [--action GracefulShutdown|ForceRestart|...]
+
+ForceRestart and GracefulRestart are verified restarts (LastResetTime/BootProgress must change).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import uuid
 
 from lab.backend.launcher import start_backend
 from lab.idrac_sim import IdracFleet
-from lib import redfish
 from lib.dsm.credentials import CredentialResolver, encrypt_password
 from lib.dsm.rest import RestClient
 from lib.executor.context import IdracSlots, Services
@@ -63,6 +65,7 @@ def main() -> int:
     ap.add_argument("--servers", type=int, default=100)
     ap.add_argument("--power-delay", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, default=4, help="activity_settings.idrac_max_concurrent")
+    ap.add_argument("--action", default="GracefulShutdown", help="the power_action ResetType to time")
     args = ap.parse_args()
     backend = start_backend()
     fleets: list[IdracFleet] = []
@@ -78,19 +81,19 @@ def main() -> int:
         )
         one = IdracFleet(1, tls=True, password=PASSWORD, power_delay=args.power_delay)
         fleets.append(one)
+        # Services (built per job) read IDRAC_* from the process environment
         os.environ["IDRAC_CA_BUNDLE"] = one.ca_file or ""
-        redfish.default_settings.cache_clear()
-        single, st1 = run_power_job(backend, one, args.concurrency, "GracefulShutdown")
+        single, st1 = run_power_job(backend, one, args.concurrency, args.action)
         one.stop()
         fleet = IdracFleet(args.servers, tls=True, password=PASSWORD, power_delay=args.power_delay)
         fleets.append(fleet)
         os.environ["IDRAC_CA_BUNDLE"] = fleet.ca_file or ""
-        redfish.default_settings.cache_clear()
-        wall, st = run_power_job(backend, fleet, args.concurrency, "GracefulShutdown")
+        wall, st = run_power_job(backend, fleet, args.concurrency, args.action)
         target = 2 * (args.servers / args.concurrency) * single
         leaked = sum(fleet.sessions_open().values())
         requests_total = sum(b.stats.requests for b in fleet)
         print(f"{'measure':<40} {'value':>12}")
+        print(f"{'action':<40} {args.action:>12}")
         print(f"{'servers':<40} {args.servers:>12}")
         print(f"{'power change (s)':<40} {args.power_delay:>12.1f}")
         print(f"{'iDRAC concurrency':<40} {args.concurrency:>12}")

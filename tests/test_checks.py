@@ -36,13 +36,16 @@ def endpoint(port: int, tls: TLSConfig | None = OME_TLS, host: str = "127.0.0.1"
     return Endpoint(host, port, "OME_HOST", "OME", tls)
 
 
-def closed_port() -> int:
-    """A port nothing listens on: bound (so nobody else takes it during the test) but not listening."""
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on: kept bound for the whole test (so no other process can take it)
+    but never listening, so connecting is refused (Linux answers a SYN to it with RST)."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
 
 
 @contextlib.contextmanager
@@ -116,8 +119,8 @@ def test_dns_failure_names_the_variable_to_fix() -> None:
 # ---------------------------------------------------------------------------------------------------
 # TCP
 # ---------------------------------------------------------------------------------------------------
-def test_tcp_closed_port_fails_with_hint() -> None:
-    port = closed_port()
+def test_tcp_closed_port_fails_with_hint(closed_port: int) -> None:
+    port = closed_port
     with pytest.raises(ConnectRefusedError) as err:
         tcp_check(endpoint(port))
     assert f"127.0.0.1:{port}" in err.value.message
@@ -196,10 +199,10 @@ def test_endpoint_from_url_rejects_garbage() -> None:
 # ---------------------------------------------------------------------------------------------------
 # On a Checklist: one line each, hint under a FAIL, the rest skipped, non-zero exit
 # ---------------------------------------------------------------------------------------------------
-def test_checklist_lines_for_a_closed_port() -> None:
+def test_checklist_lines_for_a_closed_port(closed_port: int) -> None:
     out = io.StringIO()
     checks = Checklist(out)
-    assert endpoint_checks(checks, endpoint(closed_port()), "OME") is False
+    assert endpoint_checks(checks, endpoint(closed_port), "OME") is False
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("OK   OME DNS: 127.0.0.1 -> 127.0.0.1")
     assert lines[1].startswith("FAIL OME TCP: Connection refused")
@@ -254,9 +257,9 @@ def test_backend_check_accepts_the_real_keys_and_refuses_a_wrong_one(backend) ->
     assert "service-role" in err.value.message and "not-the-key" not in err.value.message
 
 
-def test_backend_check_on_a_dead_backend_is_a_connection_failure() -> None:
+def test_backend_check_on_a_dead_backend_is_a_connection_failure(closed_port: int) -> None:
     env = Env(
-        {}, environ={"SUPABASE_URL": f"http://127.0.0.1:{closed_port()}", "SUPABASE_SERVICE_ROLE_KEY": "k"}
+        {}, environ={"SUPABASE_URL": f"http://127.0.0.1:{closed_port}", "SUPABASE_SERVICE_ROLE_KEY": "k"}
     )
     with pytest.raises(ConnectRefusedError) as err:
         backend_check(dsm_settings(env, need_service_role=True))
@@ -266,14 +269,17 @@ def test_backend_check_on_a_dead_backend_is_a_connection_failure() -> None:
 def test_migrations_check_passes_on_a_migrated_database_and_names_the_file_otherwise() -> None:
     from lab.backend.launcher import start_backend
     from lib.dsm.rest import RestClient
+    from lib.executor.store import MIGRATION_FILE, SCHEMA_VERSION
 
     b = start_backend()  # its own database: this test removes a migration function
     try:
         with RestClient(b.url, b.service_role_key) as rest:
-            assert migrations_check(rest) == "schema version 2"
+            detail = migrations_check(rest)
+            assert detail.startswith("schema version ")
+            assert int(detail.rsplit(" ", 1)[1]) >= SCHEMA_VERSION  # the migrations in the tree
             b.sql("DROP FUNCTION executor_schema_version()")
             with pytest.raises(ConfigError) as err:
                 migrations_check(rest)
-        assert "0002_executor.sql" in err.value.hint
+        assert MIGRATION_FILE in err.value.hint
     finally:
         b.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import uuid
 
@@ -280,17 +281,21 @@ def test_credentials_valid_wrong_unreachable_untrusted(lab, idrac_sim):
     fleet, ids = start_fleet(2)
     fleet[1].password = "changed-on-the-bmc"  # DSM's stored password is now wrong
     stranger = idrac_sim(1, tls=True, password=PASSWORD)  # another CA: untrusted certificate
-    gone = idrac_sim(1, tls=True, password=PASSWORD)
+    # A BMC that is gone: a port kept bound (nobody else can take it) but never listening: refused.
+    gone = socket.socket()
+    gone.bind(("127.0.0.1", 0))
     extra = []
-    for bmc in (stranger[0], gone[0]):
+    for address in (stranger[0].address, f"127.0.0.1:{gone.getsockname()[1]}"):
         row = b.sql(
             "INSERT INTO servers (ip_address, service_tag, credential_set_id) VALUES (%s, %s, "
             "(SELECT id FROM credential_sets LIMIT 1)) RETURNING id",
-            (bmc.address, uuid.uuid4().hex[:10]),
+            (address, uuid.uuid4().hex[:10]),
         )
         extra.append(str(row[0]["id"]))
-    gone.stop()  # nothing listens there any more
-    out = run_job(b, "test_credentials", server_ids=ids + extra)
+    try:
+        out = run_job(b, "test_credentials", server_ids=ids + extra)
+    finally:
+        gone.close()
     assert out["job"]["status"] == "failed"
     rows = servers(b, ids + extra)
     ok, wrong, untrusted, unreachable = (rows[i] for i in ids + extra)
