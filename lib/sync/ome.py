@@ -215,7 +215,8 @@ EPILOG = """\
 Configuration comes from flags, then the environment, then the .env file:
   OME_HOST, OME_USERNAME, OME_PASSWORD, OME_VERIFY_SSL, OME_CA_BUNDLE, OME_PAGE_SIZE,
   OME_BATCH_SIZE, OME_INVENTORY_THREADS, OME_TIMEOUT; SUPABASE_URL (or DSM_EDGE_FUNCTION_URL),
-  SUPABASE_ANON_KEY, and DSM_API_TOKEN or DSM_JWT_TOKEN (or DSM_EMAIL and DSM_PASSWORD).
+  SUPABASE_ANON_KEY, and DSM_API_TOKEN, or DSM_EMAIL and DSM_PASSWORD, or DSM_JWT_TOKEN (the
+  first one set is used, and checked before OME is contacted).
 
 Cron: nothing is printed on stdout unless --json is given; a second run while one is going
 exits 0 with one line on stderr (or waits, with --wait-lock)."""
