@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint format demo bench clean
+.PHONY: venv lab test lint format demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -13,7 +13,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-test: venv
+# The lab's system parts: Debian's Go toolchain and govmomi for vCenter's simulator (apt-get, as
+# root, only when missing), then the vcsim build, cached by the hash of lab/vcsim/main.go.
+lab: venv
+	$(BIN)/python -m lab.vcsim.build --install-deps
+
+test: lab
 	$(BIN)/python -m pytest
 
 lint: venv
@@ -24,7 +29,7 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: venv
+demo: lab
 	$(BIN)/python -m lab.demo
 
 clean:
