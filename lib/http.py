@@ -188,19 +188,21 @@ def translate_exception(exc: requests.RequestException, url: str, tls: TLSConfig
     host_var = _HOST_SETTING.get(p, f"{p}_HOST")
     reason = _reason_text(exc)
     if isinstance(exc, requests.exceptions.SSLError):
-        detail = "self-signed certificate" if "self-signed" in reason or "self signed" in reason else None
-        if detail is None and "CERTIFICATE_VERIFY_FAILED" in reason:
+        if "self-signed" in reason or "self signed" in reason:
+            detail = "self-signed certificate"
+        elif "CERTIFICATE_VERIFY_FAILED" in reason:
             found = _VERIFY_REASON_RE.search(reason)
             detail = found.group(1).strip() if found else "untrusted certificate"
-        if detail is None:
-            detail = "handshake failed"
-        if detail == "handshake failed":
-            hint = f"The TLS handshake failed: check that {system} speaks HTTPS on that port" + (
-                "; for old iDRAC 8 firmware set IDRAC_LEGACY_TLS=true." if p == "IDRAC" else "."
-            )
         else:
-            hint = f"Set {p}_CA_BUNDLE to your CA file, or {p}_VERIFY_SSL=false to skip verification."
-        return TLSError(f"TLS certificate verification failed for {where} ({detail}).", hint=hint)
+            legacy = "; for old iDRAC 8 firmware set IDRAC_LEGACY_TLS=true." if p == "IDRAC" else "."
+            return TLSError(
+                f"TLS handshake with {system} at {where} failed.",
+                hint=f"Check that {system} speaks HTTPS on that port{legacy}",
+            )
+        return TLSError(
+            f"TLS certificate verification failed for {where} ({detail}).",
+            hint=f"Set {p}_CA_BUNDLE to your CA file, or {p}_VERIFY_SSL=false to skip verification.",
+        )
     if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.ReadTimeout):
         kind = "connect" if isinstance(exc, requests.exceptions.ConnectTimeout) else "read"
         return RequestTimeoutError(

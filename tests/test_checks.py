@@ -163,7 +163,7 @@ def test_tls_against_a_plain_tcp_service_fails_as_a_handshake_problem() -> None:
         tls_check(endpoint(port))
     # The client read the plain-HTTP answer where a TLS record belongs: a handshake failure whose
     # hint sends the operator to the port/scheme, not to the certificate settings.
-    assert "handshake failed" in err.value.message
+    assert "TLS handshake with OME" in err.value.message and "failed" in err.value.message
     assert "OME speaks HTTPS on that port" in err.value.hint
     assert "CA_BUNDLE" not in err.value.hint
 
