@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Run DSM jobs: poll the jobs table, claim jobs atomically and run each through its handler.
 
-Runs until SIGTERM or SIGINT (a second signal stops at once). Talks to the DSM backend only over
-HTTPS with the service-role key (SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY).
+Runs until SIGTERM or SIGINT: the first signal stops claiming and lets running jobs finish for up
+to EXECUTOR_DRAIN_SECONDS, then interrupts them and records each as failed with its step; a second
+signal skips the rest of the drain (interrupted jobs still get a few seconds to record their end).
+Talks to the DSM backend (SUPABASE_URL: https, or http on a trusted network / the lab) with the
+service-role key (SUPABASE_SERVICE_ROLE_KEY).
 """
 
+import logging
 import sys
 from pathlib import Path
 
@@ -15,13 +19,14 @@ import lib
 lib.require_runtime()
 
 from lib.cli import base_parser, make_env, run  # noqa: E402
-from lib.errors import exit_codes_help  # noqa: E402
 
+# lib.cli.base_parser appends the exit-code table (lib.errors) once.
 EPILOG = (
     "environment: SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, EXECUTOR_ID, EXECUTOR_POLL_INTERVAL,\n"
     "  EXECUTOR_MAX_CONCURRENT_JOBS, EXECUTOR_LEASE_SECONDS, EXECUTOR_HEARTBEAT_SECONDS,\n"
-    "  EXECUTOR_DRAIN_SECONDS, EXECUTOR_JOB_TYPES, IDRAC_USER, IDRAC_PASSWORD (see README.md)\n\n"
-    + exit_codes_help()
+    "  EXECUTOR_DRAIN_SECONDS, EXECUTOR_JOB_TYPES, IDRAC_USER, IDRAC_PASSWORD, IDRAC_*, POWER_*\n"
+    "  (see README.md)\n"
+    "--check exits 0 when every line is ok, else with the code of the first FAIL line."
 )
 
 FLAG_MAP = {
@@ -54,10 +59,12 @@ def main(args) -> int:
 
     built = app.build(make_env(args, FLAG_MAP), once=args.once)
     if args.check:
+        # The checklist is the output: no INFO retry lines of the HTTP layer in between.
+        logging.getLogger("lib.http").setLevel(logging.WARNING)
         rows = app.check(built)
-        width = max(len(name) for name, _, _ in rows)
-        for name, ok, detail in rows:
-            print(f"{'ok  ' if ok else 'FAIL'}  {name:<{width}}  {detail}")
+        width = max(len(r.name) for r in rows)
+        for r in rows:
+            print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
         return app.check_exit_code(rows)
     signals.install(built.daemon.request_stop)
     return built.daemon.run()

@@ -151,7 +151,9 @@ def main() -> int:
     ap.add_argument("--executors", default="1,2,4")
     ap.add_argument("--trickle", type=int, default=200, help="jobs of the pickup-latency phase")
     ap.add_argument("--rate", type=float, default=10.0, help="jobs per second in the pickup phase")
-    ap.add_argument("--lease", type=int, default=10, help="EXECUTOR_LEASE_SECONDS of the recovery phase")
+    ap.add_argument(
+        "--lease", type=int, default=15, help="EXECUTOR_LEASE_SECONDS of the recovery phase (minimum 15)"
+    )
     args = ap.parse_args()
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"executor-bench-{os.getpid()}"
     log_dir.mkdir(parents=True, exist_ok=True)

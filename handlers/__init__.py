@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable
 
 from handlers.base import Handler
+from lib.errors import ConfigError
 from lib.executor.errors import UnknownJobType
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,29 @@ def reset_extra() -> None:
 
 
 def load_extra(spec: str | None) -> list[str]:
-    """Import and register EXECUTOR_EXTRA_HANDLERS ("module:attr,..."); returns the job types added."""
+    """Import and register EXECUTOR_EXTRA_HANDLERS ("module:attr,..."); returns the job types added.
+    Raises ConfigError naming the variable and the item when one cannot be loaded (exit 2)."""
     added: list[str] = []
     for item in (spec or "").split(","):
         item = item.strip()
         if not item:
             continue
         module_name, _, attr = item.partition(":")
-        obj = getattr(importlib.import_module(module_name), attr or "HANDLERS")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr or "HANDLERS")
+        except Exception as exc:  # any import-time failure is a configuration problem here
+            raise ConfigError(
+                f"EXECUTOR_EXTRA_HANDLERS: cannot load {item!r}: {type(exc).__name__}: {exc}",
+                hint="Use module:attr of an importable module (PYTHONPATH), or unset the variable "
+                "(it is a test and benchmark hook).",
+            ) from exc
         classes = obj if isinstance(obj, list | tuple) else [obj]
         for cls in classes:
+            if not (isinstance(cls, type) and issubclass(cls, Handler) and cls.job_types):
+                raise ConfigError(
+                    f"EXECUTOR_EXTRA_HANDLERS: {item!r} is not a Handler subclass (or a list of them) "
+                    "with job_types"
+                )
             register(cls)
             added.extend(cls.job_types)
     return added

@@ -22,6 +22,9 @@ Outcome:
 - any other exception -> `failed`, details.error = the message (secrets redacted),
   details.failed_step = the step it happened in, details.phase = the phase;
 - cancelled by the UI -> stays `cancelled`; details.cancelled_step records where it stopped;
+- paused by the UI -> stopped like a cancel (cleanup runs), stays `paused`, the claim is released;
+  details.paused_step records where it stopped; set back to `pending` it runs again from the start
+  (preflight's idempotency check skips what is already done);
 - executor shut down past its drain time -> `failed`, "executor shut down during step X" and
   details.retry_safe = the retry_safe flag of that step.
 If per-target work failed for some targets (ctx.run_per_target results), raise an error naming them
@@ -29,7 +32,7 @@ If per-target work failed for some targets (ctx.run_per_target results), raise a
 
 Waiting: never `time.sleep` in a handler. `ctx.sleep(s)` and `ctx.wait_for(pred, timeout, interval)`
 wake within a second when the job is cancelled or the executor shuts down, and raise `Interrupted`
-(`JobCancelled` / `ShutdownInterrupt` / `LeaseLost`). Let it propagate: the runner records it.
+(`JobCancelled` / `JobPaused` / `ShutdownInterrupt` / `LeaseLost`). Let it propagate: the runner records it.
 Call `ctx.check()` between remote calls of a long loop for the same effect without waiting.
 
 Example::
@@ -65,7 +68,7 @@ handlers at run time with `handlers.register(...)` or EXECUTOR_EXTRA_HANDLERS=mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -75,6 +78,7 @@ from lib.executor.errors import (
     Interrupted,
     InvalidJobInput,
     JobCancelled,
+    JobPaused,
     LeaseLost,
     ShutdownInterrupt,
     UnknownJobType,
@@ -93,6 +97,7 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobContext",
+    "JobPaused",
     "JobStatus",
     "LeaseLost",
     "Phase",
@@ -149,7 +154,13 @@ class HandlerStore(Protocol):
     def update_server(self, server_id: str, **fields: Any) -> None: ...
     def update_vcenter_host(self, host_id: str, **fields: Any) -> None: ...
     def activity_settings(self) -> Mapping[str, Any]: ...
-    def select(self, table: str, params: Mapping[str, str]) -> list[dict[str, Any]]: ...
+    def select(
+        self, table: str, params: Mapping[str, str], *, columns: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of servers, vcenter_hosts, vcenter_clusters or vcenters: only the non-secret columns
+        of lib.executor.store.HANDLER_READABLE (ValueError otherwise). Filters: PostgREST params."""
+        ...
+
     def insert(self, table: str, rows: Mapping[str, Any] | list[Mapping[str, Any]]) -> list[dict]: ...
 
 
@@ -261,19 +272,3 @@ class Handler:
 
     def cleanup(self, ctx: JobContext, params: Any) -> None:
         """Release what preflight/execute acquired (sessions, mounts). Always runs; must not raise."""
-
-
-def iter_ids(value: Any) -> Iterator[str]:
-    """Ids from a scalar, a list, or a comma-separated string (the app writes all three)."""
-    if value is None:
-        return
-    if isinstance(value, str):
-        for part in value.split(","):
-            if part.strip():
-                yield part.strip()
-        return
-    if isinstance(value, list | tuple):
-        for v in value:
-            yield from iter_ids(v)
-        return
-    yield str(value)

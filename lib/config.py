@@ -383,7 +383,7 @@ def executor_settings(env: Env) -> ExecutorSettings:
         executor_id=env.str("EXECUTOR_ID") or f"executor-{socket.gethostname()}",
         poll_interval=env.float("EXECUTOR_POLL_INTERVAL", min=0.05),
         max_concurrent_jobs=env.int("EXECUTOR_MAX_CONCURRENT_JOBS", min=1, max=64),
-        lease_seconds=env.float("EXECUTOR_LEASE_SECONDS", min=3),
+        lease_seconds=env.float("EXECUTOR_LEASE_SECONDS", min=15),
         heartbeat_seconds=env.float("EXECUTOR_HEARTBEAT_SECONDS", min=0.5),
         drain_seconds=env.float("EXECUTOR_DRAIN_SECONDS", min=0),
         job_types=env.list("EXECUTOR_JOB_TYPES"),

@@ -9,6 +9,7 @@ Lookup, first match wins:
   2. the server's own idrac_username + idrac_password_encrypted
   3. the server's discovered_by_credential_set_id
   4. the lowest-priority credential_ip_ranges entry whose range holds the server's address
+Only credential sets of credential_type idrac (or NULL) count; an esxi set is skipped with a warning.
   5. the executor's configured default (IDRAC_USER / IDRAC_PASSWORD)
 A decrypt failure stops the lookup with a clear error (no silent fall-through to a weaker match).
 Passwords are registered for log redaction the moment they are decrypted and never logged.
@@ -140,7 +141,9 @@ class CredentialResolver:
 
     def _set(self, set_id: str) -> Mapping[str, Any] | None:
         rows = self.rest.select(
-            "credential_sets", {"id": f"eq.{set_id}"}, columns="id,name,username,password_encrypted"
+            "credential_sets",
+            {"id": f"eq.{set_id}"},
+            columns="id,name,username,password_encrypted,credential_type",
         )
         return rows[0] if rows else None
 
@@ -148,6 +151,16 @@ class CredentialResolver:
         row = self._set(set_id)
         if row is None:
             log.warning("server %s: %s %s does not exist; trying the next source", server.label, why, set_id)
+            return None
+        kind = row.get("credential_type")
+        if kind not in (None, "idrac"):  # an ESXi set never logs in to an iDRAC (NULL counts as idrac)
+            log.warning(
+                "server %s: %s %r is a %s credential set, not idrac; trying the next source",
+                server.label,
+                why,
+                row.get("name"),
+                kind,
+            )
             return None
         if not row.get("password_encrypted"):
             raise AuthError(

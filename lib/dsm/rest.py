@@ -188,9 +188,12 @@ class RestClient:
         *,
         on_conflict: str,
         returning: bool = False,
+        ignore_duplicates: bool = False,
     ) -> list[dict[str, Any]]:
-        """Insert or merge on the unique column(s) `on_conflict` (idempotent, so it may be retried)."""
-        prefer = "resolution=merge-duplicates," + ("return=representation" if returning else "return=minimal")
+        """Insert or merge on the unique column(s) `on_conflict` (idempotent, so it may be retried).
+        With ignore_duplicates an existing row is left as it is (rows with client-made ids)."""
+        resolution = "ignore-duplicates" if ignore_duplicates else "merge-duplicates"
+        prefer = f"resolution={resolution}," + ("return=representation" if returning else "return=minimal")
         resp = self.http.post(
             table,
             params={"on_conflict": on_conflict},
@@ -217,9 +220,20 @@ class RestClient:
             raise ValueError("delete without a filter")
         self._check(self.http.delete(table, params=filters))
 
-    def rpc(self, function: str, args: Mapping[str, Any] | None = None, *, idempotent: bool = False) -> Any:
-        """POST /rpc/<function>. Not retried unless the caller says the call is idempotent."""
-        resp = self.http.post(f"rpc/{function}", data=_dumps(dict(args or {})), idempotent=idempotent)
+    def rpc(
+        self,
+        function: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool = False,
+        timeout: tuple[float, float] | None = None,
+    ) -> Any:
+        """POST /rpc/<function>. Not retried unless the caller says the call is idempotent.
+        timeout: (connect, read) seconds for this call instead of the client's default."""
+        extra: dict[str, Any] = {"timeout": timeout} if timeout else {}
+        resp = self.http.post(
+            f"rpc/{function}", data=_dumps(dict(args or {})), idempotent=idempotent, **extra
+        )
         return self._check(resp)
 
     def close(self) -> None:

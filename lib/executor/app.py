@@ -9,7 +9,7 @@ import handlers as registry
 from lib.config import Env, dsm_settings, executor_settings
 from lib.dsm.credentials import CredentialResolver
 from lib.dsm.rest import RestClient
-from lib.errors import AgentError, AuthError, ConfigError
+from lib.errors import EXIT_OK, AgentError, AuthError, ConfigError, ConnectivityError, exit_code_for
 from lib.executor.context import IdracSlots, Services
 from lib.executor.daemon import Daemon
 from lib.executor.settings import handler_settings
@@ -31,7 +31,7 @@ def build(env: Env, *, once: bool = False) -> Built:
     ex = executor_settings(env)
     handler_cfg = handler_settings(env)  # IDRAC_*, POWER_*: read here, once, from this Env
     env.check()
-    extra = registry.load_extra(ex.extra_handlers) if ex.extra_handlers else []
+    extra = registry.load_extra(ex.extra_handlers) if ex.extra_handlers else []  # ConfigError if bad
     if extra:
         log.warning("EXECUTOR_EXTRA_HANDLERS registered %s (test/bench hook)", ", ".join(extra))
     rest = RestClient(dsm.supabase_url or "", dsm.service_role_key or "", dsm.tls)
@@ -49,71 +49,89 @@ def build(env: Env, *, once: bool = False) -> Built:
     return Built(Daemon(ex, store, services, once=once), rest, store)
 
 
-def check(built: Built) -> list[tuple[str, bool, str]]:
-    """(item, ok, detail) rows: configuration, backend, key, migrations, handlers."""
+@dataclass(frozen=True)
+class Row:
+    """One line of the --check list; `error` is the class whose exit code a failure maps to."""
+
+    name: str
+    ok: bool
+    detail: str
+    error: type[AgentError] = ConfigError
+
+
+def check(built: Built) -> list[Row]:
+    """The --check list, one row per item and one FAIL row per problem: configuration, backend
+    (DNS, TCP, TLS, then the key and the migrations, only when it is reachable), job types, handlers."""
     from lib.checks import Endpoint, endpoint_rows
 
-    rows: list[tuple[str, bool, str]] = [("configuration", True, "all variables valid")]
+    rows: list[Row] = [Row("configuration", True, "all variables valid")]
     d, store = built.daemon, built.store
     # DNS, TCP and TLS first (lib.checks, shared with the syncs): the first thing to fix, with its hint
     backend = Endpoint.from_url(
         built.rest.base_url, setting="SUPABASE_URL", system="the DSM backend", tls=built.rest.http.tls
     )
-    rows.extend(endpoint_rows(backend, "backend"))
-    try:
-        version = store.schema_version()
-        rows.append(("backend reachable", True, built.rest.base_url))
-        rows.append(("service-role key", True, "accepted"))
-        if version is None or version < SCHEMA_VERSION:
-            rows.append(("migrations", False, f"executor functions missing: apply {MIGRATION_FILE}"))
-        else:
-            try:
-                built.rest.select("jobs", columns="id,executor_id,claim_token,lease_expires_at", limit=1)
-                built.rest.select("executor_heartbeats", columns="executor_id", limit=1)
-                rows.append(("migrations", True, f"schema version {version}"))
-            except AgentError as exc:
+    probes = endpoint_rows(backend, "backend")
+    rows.extend(Row(name, ok, detail, ConnectivityError) for name, ok, detail in probes)
+    reachable = all(ok for _, ok, _ in probes)
+    backend_ok = False
+    if reachable:  # an unreachable backend is reported once, by the probe that failed
+        try:
+            version = store.schema_version()
+            rows.append(Row("service-role key", True, f"accepted by {built.rest.base_url}"))
+            if version is None or version < SCHEMA_VERSION:
                 rows.append(
-                    (
+                    Row(
                         "migrations",
                         False,
-                        f"{exc}: apply supabase/migrations/0001_dsm_schema.sql and {MIGRATION_FILE}",
+                        f"executor schema version {version}, need {SCHEMA_VERSION}: apply {MIGRATION_FILE}",
                     )
                 )
-    except AuthError as exc:
-        rows.append(("backend reachable", True, built.rest.base_url))
-        rows.append(("service-role key", False, str(exc)))
-    except AgentError as exc:
-        rows.append(("backend reachable", False, f"{exc} ({exc.hint})" if exc.hint else str(exc)))
-    rows.append(("job types served", bool(d.job_types), ", ".join(d.job_types) or "none"))
-    for jt, why in sorted(registry.broken_types().items()):
-        rows.append((f"handler {jt}", False, f"cannot load: {why} (its jobs stay pending)"))
-    if d.unknown_configured:
-        rows.append(("EXECUTOR_JOB_TYPES", False, "no handler for: " + ", ".join(d.unknown_configured)))
-    if all(ok for name, ok, _ in rows if name in ("backend reachable", "service-role key", "migrations")):
-        try:
-            unhandled = d._unhandled_pending()
-            rows.append(
-                (
-                    "pending jobs without a handler here",
-                    True,
-                    ", ".join(unhandled) + " (left pending)" if unhandled else "none",
-                )
-            )
+            else:
+                try:
+                    store.check_schema_columns()
+                    rows.append(Row("migrations", True, f"schema version {version}"))
+                    backend_ok = True
+                except AgentError as exc:
+                    rows.append(
+                        Row(
+                            "migrations",
+                            False,
+                            f"{exc}: apply supabase/migrations/0001_dsm_schema.sql and {MIGRATION_FILE}",
+                        )
+                    )
+        except AuthError as exc:
+            rows.append(Row("service-role key", False, str(exc), AuthError))
         except AgentError as exc:
-            rows.append(("pending jobs without a handler here", False, str(exc)))
+            rows.append(
+                Row("backend answers", False, f"{exc} ({exc.hint})" if exc.hint else str(exc), type(exc))
+            )
+    rows.append(
+        Row(
+            "job types served",
+            bool(d.job_types),
+            ", ".join(d.job_types) or "none: this executor would claim nothing",
+        )
+    )
+    for jt, why in sorted(registry.broken_types().items()):
+        rows.append(Row(f"handler {jt}", False, f"cannot load: {why} (its jobs stay pending)"))
+    if d.unknown_configured:
+        rows.append(Row("EXECUTOR_JOB_TYPES", False, "no handler for: " + ", ".join(d.unknown_configured)))
+    if backend_ok:
+        try:
+            unhandled = store.unhandled_pending_types(d.job_types)
+            detail = ", ".join(unhandled) + " (left pending)" if unhandled else "none"
+            rows.append(Row("pending jobs without a handler here", True, detail))
+        except AgentError as exc:
+            rows.append(Row("pending jobs without a handler here", False, str(exc), type(exc)))
     return rows
 
 
-def check_exit_code(rows: list[tuple[str, bool, str]]) -> int:
-    """0 when everything the executor needs is in place; else the code of the first blocker."""
-    names = {name: ok for name, ok, _ in rows}
-    if not names.get("backend reachable", False):
-        return 4
-    if not names.get("service-role key", False):
-        return 3
-    if not names.get("migrations", False):
-        return 2
-    return 0
+def check_exit_code(rows: list[Row]) -> int:
+    """0 when every row is ok; else the exit code (lib.errors) of the first failing row."""
+    for row in rows:
+        if not row.ok:
+            return exit_code_for(row.error("check failed"))
+    return EXIT_OK
 
 
-__all__ = ["Built", "ConfigError", "build", "check", "check_exit_code"]
+__all__ = ["Built", "ConfigError", "Row", "build", "check", "check_exit_code"]

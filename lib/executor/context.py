@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,7 +15,14 @@ from typing import Any, TypeVar
 
 from lib.dsm.credentials import CredentialResolver, host_of, ip_in_range
 from lib.errors import AgentError
-from lib.executor.errors import Interrupted, InvalidJobInput, JobCancelled, LeaseLost, ShutdownInterrupt
+from lib.executor.errors import (
+    Interrupted,
+    InvalidJobInput,
+    JobCancelled,
+    JobPaused,
+    LeaseLost,
+    ShutdownInterrupt,
+)
 from lib.executor.models import Credentials, Job, Phase, Server, TargetResult
 from lib.executor.settings import HandlerSettings, handler_settings_from_process
 from lib.executor.store import HandlerStoreImpl, JobStore
@@ -107,7 +115,9 @@ class TaskHandleImpl:
         self._w.task_update(self.server.id, status="failed", line=log_line(redact(error), "ERROR"))
 
     def cancel(self) -> None:
-        self._w.task_update(self.server.id, status="cancelled", line=log_line("cancelled", "WARN"))
+        paused = self._ctx.interrupt_reason is JobPaused  # a paused job's tasks are paused too
+        word = "paused" if paused else "cancelled"
+        self._w.task_update(self.server.id, status=word, line=log_line(word, "WARN"))
 
 
 def _clamp(percent: float) -> int:
@@ -332,6 +342,7 @@ class JobContextImpl:
     ) -> None:
         self.writer.audit(
             {
+                "id": str(uuid.uuid4()),  # made here: a re-sent batch is recognised (ignore-duplicates)
                 "server_id": server_id,
                 "job_id": self.job.id,
                 "task_id": self.writer.task_id(server_id) if server_id else None,

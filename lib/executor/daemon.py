@@ -1,13 +1,30 @@
 """The executor daemon: poll, claim, run jobs in threads, keep leases, heartbeat, drain on SIGTERM.
 
 Threads:
-  main     the poll loop: rescue stale leases, claim up to the free slots, start job threads.
-  keeper   flushes each job's write buffer, watches job states (cancel within ~1.5 s) and renews
-           leases every third of the lease.
-  beat     the executor_heartbeats row every EXECUTOR_HEARTBEAT_SECONDS, activity settings refresh.
+  main     the poll loop: rescue expired leases, claim up to the free slots, start job threads.
+  lease    renews running jobs' leases every third of the lease and reads their states (cancel or
+           pause noticed within ~1.5 s). Its own thread, with a bounded call timeout, so a slow
+           flush can never delay a renewal until the lease lapses.
+  keeper   flushes each job's write buffer, under a time budget per pass (the jobs it did not
+           reach go first on the next pass).
+  beat     the executor_heartbeats row every EXECUTOR_HEARTBEAT_SECONDS (stamped with the
+           database clock), activity settings refresh, and the warning when another live process
+           uses the same EXECUTOR_ID.
   job-*    one per running job (at most EXECUTOR_MAX_CONCURRENT_JOBS), each a runner.JobRun.
 The loop never touches SQL (store.py does) and never dies of a backend error: it backs off (capped)
 and resumes, while running jobs keep going with their writes buffered.
+
+Start-up never fails another process's live jobs: it fails only this executor id's jobs whose lease
+has EXPIRED. Two processes sharing one EXECUTOR_ID (a daemon and a hand-run --once) therefore leave
+each other's running jobs alone; the heartbeat warns loudly about the shared id.
+
+Paused: a running job the UI sets to `paused` is stopped like a cancel (the handler's cleanup runs),
+its claim is released and its status stays `paused` (runner.py, executor_release_paused_job).
+
+Shutdown (SIGTERM): stop claiming, let running jobs finish for EXECUTOR_DRAIN_SECONDS, interrupt the
+rest and give them SHUTDOWN_GRACE to record their end, then record the end of any still stuck (a
+blocking call that ignores interrupts) all in parallel under ONE deadline of FORCE_FAIL_SECONDS:
+the whole stop fits in the drain + ~20 s (TimeoutStopSec in deploy/ must exceed that).
 """
 
 from __future__ import annotations
@@ -22,12 +39,13 @@ from typing import Any
 
 import handlers as registry
 from lib import __version__
+from lib.dsm.rest import PostgrestError
 from lib.errors import AgentError
 from lib.executor.context import Services
-from lib.executor.errors import JobCancelled, LeaseLost, ShutdownInterrupt
+from lib.executor.errors import JobCancelled, JobPaused, LeaseLost, ShutdownInterrupt
 from lib.executor.notify import SystemdNotifier
 from lib.executor.runner import JobRun
-from lib.executor.store import JobState, JobStore
+from lib.executor.store import JobState, JobStore, schema_error
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +54,9 @@ KEEPER_TICK = 0.3
 WAIT_SLICE = 0.1  # main-loop waits re-check the stop flags this often
 BACKOFF_MAX = 30.0
 SHUTDOWN_GRACE = 10.0  # after the drain: time for interrupted handlers to unwind and record
+FORCE_FAIL_SECONDS = 8.0  # then: one shared deadline to record the end of every stuck job
+JOIN_SECONDS = 2.0  # then: one shared deadline for the helper threads
+FLUSH_BUDGET = 2.0  # seconds of flushing per keeper pass before yielding to the next pass
 
 
 @dataclass
@@ -76,6 +97,9 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self.job_types, self.unknown_configured = self._types()
         self._idrac_types = {jt for jt in self.job_types if _uses_idrac(jt)}
+        self._host = socket.gethostname()
+        self._ip = _local_ip(self._host)  # once: no DNS lookup per heartbeat
+        self._peer_warned: str | None = None
 
     # -- configuration -------------------------------------------------------------------------
     def _types(self) -> tuple[list[str], list[str]]:
@@ -114,6 +138,7 @@ class Daemon:
             )
         if not self.job_types:
             log.warning("no job types to serve: this executor will claim nothing")
+        self._start_thread("lease", self._lease_loop)
         self._start_thread("keeper", self._keeper)
         self._start_thread("beat", self._heartbeat_loop)
         try:
@@ -134,10 +159,10 @@ class Daemon:
         while not self._stopping:
             self.notifier.watchdog()
             try:
-                if not startup_done:
+                if not startup_done:  # only OUR jobs whose lease EXPIRED: never a live process's
                     for row in self.store.fail_stale(own_only=True):
                         log.warning(
-                            "failed own job %s left running by a previous run (step %s)",
+                            "failed own job %s left running by a previous run whose lease expired (step %s)",
                             row.get("job_id"),
                             row.get("step"),
                         )
@@ -159,14 +184,13 @@ class Daemon:
                     log.info("backend reachable again")
                 backoff = 0.0
                 self.notifier.ready(f"serving {len(self.job_types)} job types")
+            except PostgrestError as exc:
+                if exc.schema_missing:  # not a hiccup: the migration is missing (exit 2, naming it)
+                    raise schema_error(exc) from exc
+                backoff = self._poll_failed(exc, backoff)
+                continue
             except AgentError as exc:
-                if self.once and not self.notifier.ready_sent and not self.active:
-                    raise  # --once under cron: an unreachable backend is an error exit, not a hang
-                backoff = min(max(1.0, backoff * 2), BACKOFF_MAX)
-                self.stats.last_error = f"backend: {exc}"
-                log.warning("poll failed (%s); retrying in %.0f s", exc, backoff)
-                self.notifier.status(f"backend unreachable: {exc}")
-                self._wait(backoff)
+                backoff = self._poll_failed(exc, backoff)
                 continue
             for row in rows:
                 self._start_job(row)
@@ -181,6 +205,16 @@ class Daemon:
                 )
             elif not rows:
                 self._wait(self.settings.poll_interval)
+
+    def _poll_failed(self, exc: AgentError, backoff: float) -> float:
+        if self.once and not self.notifier.ready_sent and not self.active:
+            raise exc  # --once under cron: an unreachable backend is an error exit, not a hang
+        backoff = min(max(1.0, backoff * 2), BACKOFF_MAX)
+        self.stats.last_error = f"backend: {exc}"
+        log.warning("poll failed (%s); retrying in %.0f s", exc, backoff)
+        self.notifier.status(f"backend unreachable: {exc}")
+        self._wait(backoff)
+        return backoff
 
     def _wait(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking on a freed slot or a signal; keeps the watchdog fed."""
@@ -215,39 +249,55 @@ class Daemon:
             self.stats.jobs_processed += 1
             self._wake.set()
 
-    # -- keeper: flush, watch, renew -------------------------------------------------------------
+    # -- keeper: flush ----------------------------------------------------------------------------
     def _keeper(self) -> None:
-        next_state = 0.0
-        next_renew = time.monotonic() + self.store.lease_seconds / 3
+        start = 0  # rotates, so a slow backend cannot starve the same jobs pass after pass
         while not self._keeper_stop.wait(KEEPER_TICK):
             with self._active_lock:
                 runs = list(self.active.values())
-            for r in runs:
+            if not runs:
+                continue
+            start %= len(runs)
+            order = runs[start:] + runs[:start]
+            deadline = time.monotonic() + FLUSH_BUDGET
+            for i, r in enumerate(order):
+                if time.monotonic() >= deadline:
+                    start += i
+                    break
                 if r.writer.pending:
                     r.writer.flush()
-            now = time.monotonic()
-            if not runs or now < next_state:
-                continue
-            live = [r for r in runs if not r.writer.lost and not r.writer.finished_status]
-            if not live:
-                continue
-            claims = [r.claim for r in live]
-            try:
-                if now >= next_renew:
-                    states = self.store.renew(claims)
-                    next_renew = now + self.store.lease_seconds / 3
-                else:
-                    states = self.store.job_states(claims)
-                next_state = now + STATE_POLL_SECONDS
-            except AgentError as exc:
-                log.debug("keeper: backend call failed: %s", exc)
-                next_state = now + 1.0
-                continue
-            by_id = {r.job_id: r for r in live}
-            for st in states:
-                run = by_id.get(st.job_id)
-                if run is not None:
-                    self._dispatch(run, st)
+            else:
+                start += 1
+
+    # -- lease: renew and watch (independent of flushing) ---------------------------------------
+    def _lease_loop(self) -> None:
+        next_renew = time.monotonic() + self.store.lease_seconds / 3
+        while not self._keeper_stop.wait(STATE_POLL_SECONDS):
+            next_renew = self.lease_tick(next_renew)
+
+    def lease_tick(self, next_renew: float) -> float:
+        """One renewal or state read of the live jobs; returns when the next renewal is due."""
+        with self._active_lock:
+            live = [r for r in self.active.values() if not r.writer.lost and not r.writer.finished_status]
+        if not live:
+            return time.monotonic() + self.store.lease_seconds / 3
+        now = time.monotonic()
+        claims = [r.claim for r in live]
+        try:
+            if now >= next_renew:
+                states = self.store.renew(claims)
+                next_renew = now + self.store.lease_seconds / 3
+            else:
+                states = self.store.job_states(claims)
+        except AgentError as exc:  # renew again on the next tick, not a third of the lease later
+            log.warning("lease renewal/state read failed (retrying): %s", exc)
+            return next_renew
+        by_id = {r.job_id: r for r in live}
+        for st in states:
+            run = by_id.get(st.job_id)
+            if run is not None:
+                self._dispatch(run, st)
+        return next_renew
 
     def _dispatch(self, run: JobRun, st: JobState) -> None:
         if run.writer.finished_status:
@@ -257,11 +307,11 @@ class Daemon:
                 run.ctx.graceful_cancel_requested = True
                 run.ctx.log("graceful cancel requested: finishing the current target, then stopping", "WARN")
             return
-        if st.owned and st.status == "cancelled":
+        if st.owned and st.status in ("cancelled", "paused"):
             if not run.writer.allow_cancelled:
-                log.info("job %s: cancelled by the UI during step %s", run.job_id, run.current_step)
+                log.info("job %s: %s by the UI during step %s", run.job_id, st.status, run.current_step)
             run.writer.allow_cancelled = True
-            run.interrupt(JobCancelled)
+            run.interrupt(JobPaused if st.status == "paused" else JobCancelled)
             return
         log.warning("job %s: no longer ours (status %s); stopping work on it", run.job_id, st.status)
         run.writer.mark_lost()
@@ -280,53 +330,61 @@ class Daemon:
             if settings:
                 self.services.idrac_slots.set_limit(int(settings.get("idrac_max_concurrent") or 4))
                 self.services.idrac_slots.paused = bool(settings.get("pause_idrac_operations"))
-            self.stats.unhandled_pending = self._unhandled_pending()
-            self.store.heartbeat(self.heartbeat_row())
+            self.stats.unhandled_pending = self.store.unhandled_pending_types(self.job_types)
+            peer = self.store.heartbeat(self.heartbeat_row())
         except AgentError as exc:
             log.debug("heartbeat failed: %s", exc)
-
-    def _unhandled_pending(self) -> list[str]:
-        from lib.dsm.rest import in_list
-
-        params = {"status": "eq.pending"}
-        if self.job_types:
-            params["job_type"] = "not." + in_list(self.job_types)
-        rows = self.store.rest.select("jobs", params, columns="job_type", limit=500)
-        return sorted({str(r["job_type"]) for r in rows})
+            return
+        if peer is not None and self._peer_warned != peer.startup_time:
+            self._peer_warned = peer.startup_time
+            log.warning(
+                "ANOTHER LIVE PROCESS uses EXECUTOR_ID %s (host %s, started %s, seen %.0f s ago): give "
+                "each process its own EXECUTOR_ID; neither fails the other's running jobs, but the "
+                "heartbeat row flips between them",
+                self.settings.executor_id,
+                peer.hostname,
+                peer.startup_time,
+                peer.seen_seconds_ago,
+            )
 
     def heartbeat_row(self) -> dict[str, Any]:
-        last_error = self.stats.last_error
-        if self.stats.unhandled_pending and not last_error:
-            last_error = "pending jobs of types no handler here serves (left pending): " + ", ".join(
-                self.stats.unhandled_pending
+        """The executor_heartbeats row. capabilities = the job types served (issue 7); problems go
+        to last_error; last_seen_at is set by the database (executor_heartbeat)."""
+        problems = []
+        if self.stats.last_error:
+            problems.append(self.stats.last_error)
+        broken = registry.broken_types()
+        if broken:
+            problems.append(
+                "handlers that cannot load (their jobs stay pending): " + ", ".join(sorted(broken))
             )
-        with self._active_lock:
-            running = [{"job_id": r.job_id, "step": r.current_step} for r in self.active.values()]
+        if self.unknown_configured:
+            problems.append(
+                "EXECUTOR_JOB_TYPES names types without a handler: " + ", ".join(self.unknown_configured)
+            )
+        if self.stats.unhandled_pending:
+            problems.append(
+                "pending jobs of types no handler here serves (left pending): "
+                + ", ".join(self.stats.unhandled_pending)
+            )
         return {
             "executor_id": self.settings.executor_id,
-            "hostname": socket.gethostname(),
-            "ip_address": _local_ip(),
+            "hostname": self._host,
+            "ip_address": self._ip,
             "version": __version__,
-            "capabilities": {
-                "job_types": self.job_types,
-                "unavailable_handlers": registry.broken_types(),
-                "unknown_configured_types": self.unknown_configured,
-                "pending_unhandled_types": self.stats.unhandled_pending,
-                "max_concurrent_jobs": self.settings.max_concurrent_jobs,
-                "running": running,
-                "draining": self._stopping,
-            },
-            "last_seen_at": datetime.now(UTC).isoformat(),
+            "capabilities": list(self.job_types),
             "poll_count": self.stats.poll_count,
             "jobs_processed": self.stats.jobs_processed,
             "startup_time": self.stats.started_at.isoformat(),
-            "last_error": last_error,
+            "last_error": "; ".join(problems) or None,
         }
 
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
+        # Logged after the poll loop returned: no claim is in flight any more (tests wait for it).
+        log.info("stopped claiming new jobs")
+        self.notifier.stopping()
         if self.active:
-            self.notifier.stopping()
             drain = 0.0 if self._forced else self.settings.drain_seconds
             log.info("stopping: waiting up to %.0f s for %d running jobs", drain, len(self.active))
             self.notifier.status(f"draining {len(self.active)} jobs")
@@ -346,17 +404,35 @@ class Daemon:
                 self._wake.clear()
             with self._active_lock:
                 stuck = list(self.active.values())
-            for r in stuck:  # the handler ignores interrupts (a blocking call): record the end for it
-                self._force_fail(r)
-        else:
-            self.notifier.stopping()
+            if stuck:  # handlers ignoring interrupts (a blocking call): record their end for them
+                self._force_fail_all(stuck)
         self._give_up.set()
         self._keeper_stop.set()
+        deadline = time.monotonic() + JOIN_SECONDS
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         log.info("executor %s stopped", self.settings.executor_id)
 
-    def _force_fail(self, run: JobRun) -> None:
+    def _force_fail_all(self, runs: list[JobRun]) -> None:
+        """Record the end of every stuck job in parallel, all under one deadline."""
+        give_up = threading.Event()
+        threads = [
+            threading.Thread(
+                target=self._force_fail, args=(r, give_up), name=f"fail-{r.job_id[:8]}", daemon=True
+            )
+            for r in runs
+        ]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + FORCE_FAIL_SECONDS
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        give_up.set()  # a writer still retrying stops now; a call in progress is abandoned
+        late = [r.job_id for r, t in zip(runs, threads, strict=True) if t.is_alive()]
+        if late:
+            log.error("could not record the end of %d jobs before exiting: %s", len(late), ", ".join(late))
+
+    def _force_fail(self, run: JobRun, give_up: threading.Event) -> None:
         step = run.current_step
         retry_safe = run.ctx.current_retry_safe if run.ctx else True
         safety = (
@@ -364,17 +440,14 @@ class Daemon:
         )
         msg = f"executor {self.settings.executor_id} shut down during step {step} ({safety})"
         run.writer.line(msg, "ERROR")
-        give_up = threading.Event()
-        timer = threading.Timer(SHUTDOWN_GRACE, give_up.set)
-        timer.start()
         try:
             run.writer.finish(
                 "failed",
                 {"error": msg, "failed_step": step, "retry_safe": retry_safe, "current_step": step},
                 give_up=give_up,
             )
-        finally:
-            timer.cancel()
+        except Exception:  # a thread that records an end must not die silently
+            log.exception("job %s: recording the end failed", run.job_id)
 
 
 def _uses_idrac(job_type: str) -> bool:
@@ -384,8 +457,8 @@ def _uses_idrac(job_type: str) -> bool:
         return False
 
 
-def _local_ip() -> str | None:
+def _local_ip(host: str) -> str | None:
     try:
-        return socket.gethostbyname(socket.gethostname())
+        return socket.gethostbyname(host)
     except OSError:
         return None

@@ -39,6 +39,12 @@ class JobCancelled(Interrupted):
     default_hint = "The job was cancelled (status set to cancelled); nothing more will run for it."
 
 
+class JobPaused(Interrupted):
+    """The UI set the running job to paused: stop like a cancel, clean up, release the claim."""
+
+    default_hint = "The job was paused; set it back to pending to run it again from the start."
+
+
 class ShutdownInterrupt(Interrupted):
     default_hint = "The executor was stopped (SIGTERM) before the job finished; re-queue it if safe."
 

@@ -22,6 +22,7 @@ from lib.executor.errors import (
     Interrupted,
     InvalidJobInput,
     JobCancelled,
+    JobPaused,
     LeaseLost,
     ShutdownInterrupt,
 )
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
-    status: str  # completed | failed | cancelled | lost
+    status: str  # completed | failed | cancelled | paused | lost
     error: str | None = None
     step: str | None = None
 
@@ -59,7 +60,7 @@ class JobRun:
         self.writer = JobWriter(
             services.store,
             self.claim,
-            on_cancelled=lambda: self.interrupt(JobCancelled),
+            on_cancelled=lambda status: self.interrupt(JobPaused if status == "paused" else JobCancelled),
             on_lost=lambda: self.interrupt(LeaseLost),
         )
         self.ctx: JobContextImpl | None = None
@@ -174,6 +175,19 @@ class JobRun:
                 "job %s: not ours any more (cancelled elsewhere, taken over or failed as stale)", ctx.job.id
             )
             return Outcome("lost", step=step)
+        if isinstance(error, JobPaused):
+            ctx.log(
+                f"paused during step {step}; cleanup done; claim released "
+                "(set the job back to pending to run it again from the start)",
+                "WARN",
+            )
+            self.writer.allow_cancelled = True
+            self.writer.finish(
+                "paused",
+                {"paused_step": step, "current_step": step, "phase": phase.value},
+                give_up=self.give_up,
+            )
+            return Outcome("paused", step=step)
         if isinstance(error, JobCancelled):
             ctx.log(f"cancelled during step {step}; cleanup done", "WARN")
             self.writer.allow_cancelled = True

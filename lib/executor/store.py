@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lib.dsm.rest import PostgrestError, RestClient, in_list
+from lib.errors import ConfigError
 from lib.executor.models import SERVER_COLUMNS, Server
 
 log = logging.getLogger(__name__)
 
 MIGRATION_FILE = "supabase/migrations/0002_executor.sql"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_CONSOLE_LOG = 500  # details.console_log keeps the last N lines
 
 # Columns of a servers row a handler may write through ctx.store.update_server.
@@ -45,6 +46,91 @@ SERVER_WRITABLE = frozenset(
 )
 
 
+# What a handler may read through ctx.store.select: table -> readable columns. Never a secret
+# column (servers.idrac_password_encrypted, vcenters.password_encrypted), never activity_settings
+# (encryption_key) or credential_sets: credentials come decrypted through ctx.credentials_for.
+HANDLER_READABLE: dict[str, frozenset[str]] = {
+    "servers": frozenset(
+        {
+            "id",
+            "ip_address",
+            "service_tag",
+            "hostname",
+            "model",
+            "manufacturer",
+            "idrac_firmware",
+            "bios_version",
+            "cpu_count",
+            "memory_gb",
+            "power_state",
+            "overall_health",
+            "last_seen",
+            "openmanage_device_id",
+            "last_openmanage_sync",
+            "vcenter_host_id",
+            "credential_set_id",
+            "idrac_username",
+            "discovered_by_credential_set_id",
+            "connection_status",
+            "connection_error",
+            "last_connection_test",
+            "last_health_check",
+            "requires_legacy_ssl",
+            "notes",
+            "created_at",
+            "updated_at",
+        }
+    ),
+    "vcenter_hosts": frozenset(
+        {
+            "id",
+            "vcenter_id",
+            "source_vcenter_id",
+            "name",
+            "cluster",
+            "serial_number",
+            "server_id",
+            "esxi_version",
+            "status",
+            "maintenance_mode",
+            "last_sync",
+            "created_at",
+            "updated_at",
+        }
+    ),
+    "vcenter_clusters": frozenset(
+        {
+            "id",
+            "vcenter_id",
+            "source_vcenter_id",
+            "cluster_name",
+            "datacenter",
+            "host_count",
+            "vm_count",
+            "ha_enabled",
+            "drs_enabled",
+            "drs_automation_level",
+            "overall_status",
+            "last_sync",
+        }
+    ),
+    "vcenters": frozenset(
+        {
+            "id",
+            "name",
+            "host",
+            "port",
+            "verify_ssl",
+            "sync_enabled",
+            "last_sync",
+            "last_sync_status",
+            "is_primary",
+        }
+    ),
+}
+_PAGING_KEYS = frozenset({"limit", "offset"})
+
+
 @dataclass(frozen=True)
 class Claim:
     job_id: str
@@ -52,6 +138,15 @@ class Claim:
 
     def as_json(self) -> dict[str, str]:
         return {"job_id": self.job_id, "claim_token": self.claim_token}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another live process writing the same executor id's heartbeat."""
+
+    hostname: str | None
+    startup_time: str | None
+    seen_seconds_ago: float
 
 
 @dataclass(frozen=True)
@@ -94,12 +189,21 @@ class JobStore:
                 "p_lease_seconds": self.lease_seconds,
             },
             idempotent=True,
+            timeout=self.renew_timeout(),
         )
         return [_state(r) for r in rows or []]
 
+    def renew_timeout(self) -> tuple[float, float]:
+        """Bounded (connect, read) timeout of one renewal: a slow backend must not hold the renewer
+        past the point where the lease could lapse (renewals run every third of the lease)."""
+        return (3.0, max(2.0, self.lease_seconds / 4))
+
     def job_states(self, claims: Iterable[Claim]) -> list[JobState]:
         rows = self.rest.rpc(
-            "executor_job_states", {"p_claims": [c.as_json() for c in claims]}, idempotent=True
+            "executor_job_states",
+            {"p_claims": [c.as_json() for c in claims]},
+            idempotent=True,
+            timeout=self.renew_timeout(),
         )
         return [_state(r) for r in rows or []]
 
@@ -121,8 +225,10 @@ class JobStore:
         lines: Sequence[str],
         *,
         allow_cancelled: bool = False,
+        seq: int | None = None,
     ) -> bool:
-        """False when the job is no longer ours (cancelled, taken over, terminal)."""
+        """False when the job is no longer ours (cancelled, taken over, terminal). seq: the batch's
+        number under this claim; re-sending the same batch with the same seq applies it once."""
         return bool(
             self.rest.rpc(
                 "executor_update_job",
@@ -133,12 +239,19 @@ class JobStore:
                     "p_log_lines": list(lines),
                     "p_max_log": MAX_CONSOLE_LOG,
                     "p_allow_cancelled": allow_cancelled,
+                    "p_seq": seq,
                 },
             )
         )
 
     def finish_job(
-        self, claim: Claim, status: str, patch: Mapping[str, Any] | None, lines: Sequence[str]
+        self,
+        claim: Claim,
+        status: str,
+        patch: Mapping[str, Any] | None,
+        lines: Sequence[str],
+        *,
+        seq: int | None = None,
     ) -> str | None:
         """The job's status after the call, or None when it was not ours any more."""
         return self.rest.rpc(
@@ -147,6 +260,23 @@ class JobStore:
                 "p_job_id": claim.job_id,
                 "p_claim_token": claim.claim_token,
                 "p_status": status,
+                "p_patch": dict(patch or {}),
+                "p_log_lines": list(lines),
+                "p_max_log": MAX_CONSOLE_LOG,
+                "p_seq": seq,
+            },
+        )
+
+    def release_paused(
+        self, claim: Claim, patch: Mapping[str, Any] | None, lines: Sequence[str]
+    ) -> str | None:
+        """Annotate a job the UI paused and give up its claim; 'paused', or None when not paused
+        under this claim any more."""
+        return self.rest.rpc(
+            "executor_release_paused_job",
+            {
+                "p_job_id": claim.job_id,
+                "p_claim_token": claim.claim_token,
                 "p_patch": dict(patch or {}),
                 "p_log_lines": list(lines),
                 "p_max_log": MAX_CONSOLE_LOG,
@@ -163,6 +293,7 @@ class JobStore:
         progress: int | None = None,
         log_text: str | None = None,
         allow_cancelled: bool = False,
+        seq: int | None = None,
     ) -> str | None:
         return self.rest.rpc(
             "executor_upsert_task",
@@ -175,6 +306,7 @@ class JobStore:
                 "p_progress": progress,
                 "p_log": log_text,
                 "p_allow_cancelled": allow_cancelled,
+                "p_seq": seq,
             },
         )
 
@@ -199,13 +331,36 @@ class JobStore:
             idempotent=True,
         )
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
-        rows = self.rest.select("jobs", {"id": f"eq.{job_id}"})
-        return rows[0] if rows else None
+    def insert_audit(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """idrac_commands rows, each with a client-made id: a re-sent batch inserts nothing twice."""
+        self.rest.upsert("idrac_commands", [dict(r) for r in rows], on_conflict="id", ignore_duplicates=True)
+
+    def unhandled_pending_types(self, served: Sequence[str]) -> list[str]:
+        """Job types of pending jobs that none of `served` covers (they stay pending)."""
+        params = {"status": "eq.pending"}
+        if served:
+            params["job_type"] = "not." + in_list(served)
+        rows = self.rest.select("jobs", params, columns="job_type", limit=500)
+        return sorted({str(r["job_type"]) for r in rows})
+
+    def check_schema_columns(self) -> None:
+        """Raise when the columns this executor uses are missing (0001/0002 not fully applied)."""
+        self.rest.select("jobs", columns="id,executor_id,claim_token,lease_expires_at,claim_seq", limit=1)
+        self.rest.select("executor_heartbeats", columns="executor_id,last_seen_at,startup_time", limit=1)
 
     # -- heartbeat and settings ----------------------------------------------------------------
-    def heartbeat(self, row: Mapping[str, Any]) -> None:
-        self.rest.upsert("executor_heartbeats", dict(row), on_conflict="executor_id")
+    def heartbeat(self, row: Mapping[str, Any]) -> Peer | None:
+        """Write this executor's heartbeat row (last_seen_at = the database's now()). Returns the
+        other live process sharing this executor id, when its heartbeat is under 30 s old."""
+        rows = self.rest.rpc("executor_heartbeat", {"p_row": dict(row)}, idempotent=True)
+        for r in rows or []:
+            if r.get("other_live"):
+                return Peer(
+                    hostname=r.get("other_hostname"),
+                    startup_time=r.get("other_startup_time"),
+                    seen_seconds_ago=float(r.get("other_seen_seconds_ago") or 0.0),
+                )
+        return None
 
     def activity_settings(self) -> dict[str, Any]:
         rows = self.rest.select("activity_settings", limit=1)
@@ -256,6 +411,16 @@ class JobStore:
         return rows[0]["cluster_name"] if rows else None
 
 
+def schema_error(exc: PostgrestError) -> ConfigError:
+    """A call hit a missing function or column: the migration is not applied (exit 2, naming it)."""
+    return ConfigError(
+        f"the DSM database lacks what the executor needs ({exc.remote_message or exc.pg_code}): "
+        f"apply {MIGRATION_FILE}",
+        hint=f"Apply supabase/migrations/0001_dsm_schema.sql and {MIGRATION_FILE}, then run "
+        "job-executor.py --check.",
+    )
+
+
 def _state(row: Mapping[str, Any]) -> JobState:
     return JobState(
         job_id=str(row["job_id"]),
@@ -290,12 +455,41 @@ class HandlerStoreImpl:
         settings.pop("encryption_key", None)  # handlers get credentials via ctx.credentials_for
         return settings
 
-    def select(self, table: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
-        if table == "jobs":
-            raise ValueError("handlers do not read or write jobs directly; use ctx")
-        return self._rest.select(table, params)
+    def select(
+        self, table: str, params: Mapping[str, str], *, columns: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of an allowed table (HANDLER_READABLE), allowed columns only (default: all of
+        them). Columns come from `columns` or params["select"]; filters and order must name
+        allowed columns too, so a secret column cannot even be probed through a filter."""
+        allowed = HANDLER_READABLE.get(table)
+        if allowed is None:
+            raise ValueError(
+                f"handlers may not read {table!r} (readable: {', '.join(sorted(HANDLER_READABLE))}); "
+                "job state goes through ctx, credentials through ctx.credentials_for"
+            )
+        query: list[tuple[str, str]] = []
+        for key, value in params.items():
+            if key == "select":
+                columns = value
+            elif key in _PAGING_KEYS:
+                query.append((key, value))
+            elif key == "order":
+                _require_columns(table, allowed, [p.split(".", 1)[0] for p in value.split(",")])
+                query.append((key, value))
+            else:
+                _require_columns(table, allowed, [key])
+                query.append((key, value))
+        wanted = [c.strip() for c in (columns or "").split(",") if c.strip()] or sorted(allowed)
+        _require_columns(table, allowed, wanted)
+        return self._rest.select(table, query, columns=",".join(wanted))
 
     def insert(self, table: str, rows: Mapping[str, Any] | list[Mapping[str, Any]]) -> list[dict]:
         if table in ("jobs", "job_tasks"):
             raise ValueError("handlers do not write jobs or job_tasks directly; use ctx")
         return self._rest.insert(table, rows)
+
+
+def _require_columns(table: str, allowed: frozenset[str], names: Sequence[str]) -> None:
+    bad = [n for n in names if n.strip() not in allowed]
+    if bad:
+        raise ValueError(f"handlers may not read {table}.{', '.join(bad)} (not in HANDLER_READABLE)")

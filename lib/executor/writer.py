@@ -4,8 +4,13 @@ Handlers and the runner only append to the buffer (never blocking on the network
 thread flushes every few hundred milliseconds and the runner flushes at the end. When the backend
 is unreachable the buffer keeps everything (bounded) and the next flush sends it: no log line is
 lost to a hiccup. When a guarded write is refused, the writer asks the backend why: a job the UI
-cancelled is still ours to annotate (cleanup log, the step it stopped in); a job that is not ours
-any more (taken over, failed as stale) is never written again.
+cancelled (or paused) is still ours to annotate (cleanup log, the step it stopped in); a job that is
+not ours any more (taken over, failed as stale) is never written again.
+
+Exactly once: a batch taken from the buffer gets a sequence number and stays "in flight" until the
+backend confirms it; after an ambiguous failure (a timeout after the commit) the SAME batch is
+re-sent with the same number and the SQL skips it when already applied. New lines wait for the next
+batch. Audit rows carry a client-made id and are inserted with ignore-duplicates.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class _TaskPending:
     progress: int | None = None
     log: list[str] = field(default_factory=list)
     dirty: bool = False
+    seq: int = 0
+    inflight: tuple[int, str | None, int | None, str | None] | None = None  # (seq, status, progress, log)
 
 
 class JobWriter:
@@ -57,7 +64,7 @@ class JobWriter:
         store: JobStore,
         claim: Claim,
         *,
-        on_cancelled: Callable[[], None] | None = None,
+        on_cancelled: Callable[[str], None] | None = None,  # called with "cancelled" or "paused"
         on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
@@ -71,6 +78,9 @@ class JobWriter:
         self._patch: dict[str, Any] = {}
         self._tasks: dict[str | None, _TaskPending] = {}
         self._audit: list[dict[str, Any]] = []
+        self._seq = 0  # sequence number of the last batch taken under this claim
+        self._inflight: tuple[int, dict[str, Any], list[str]] | None = None  # sent, not confirmed
+        self._final: tuple[int, dict[str, Any], list[str]] | None = None  # the finishing batch
         self.allow_cancelled = False  # set once we know the UI cancelled the job (still ours)
         self.lost = False  # the job is not ours any more: write nothing
         self.last_error: str | None = None
@@ -127,7 +137,11 @@ class JobWriter:
     def pending(self) -> bool:
         with self._lock:
             return bool(
-                self._lines or self._patch or self._audit or any(t.dirty for t in self._tasks.values())
+                self._lines
+                or self._patch
+                or self._audit
+                or self._inflight
+                or any(t.dirty or t.inflight for t in self._tasks.values())
             )
 
     # -- flushing ------------------------------------------------------------------------------
@@ -143,13 +157,6 @@ class JobWriter:
             self._patch, self._lines = {}, []
             return patch, lines
 
-    def _put_back(self, patch: dict[str, Any], lines: list[str]) -> None:
-        with self._lock:
-            merged = dict(patch)
-            merged.update(self._patch)
-            self._patch = merged
-            self._lines = lines + self._lines
-
     def flush(self) -> bool:
         """Send what is buffered. True when everything was written (or dropped because not ours)."""
         if self.lost or self.finished_status:
@@ -159,39 +166,43 @@ class JobWriter:
                 self._flush_job()
                 self._flush_tasks()
                 self._flush_audit()
-                self.last_error = None
-                return True
             except AgentError as exc:
                 if isinstance(exc, AuthError):
                     log.error("job %s: backend refused the service-role key: %s", self.claim.job_id, exc)
+                if self.last_error is None:  # once per outage, not once per tick
+                    log.info("job %s: flush deferred, writes kept in the buffer: %s", self.claim.job_id, exc)
                 self.last_error = str(exc)
-                log.debug("job %s: flush deferred: %s", self.claim.job_id, exc)
                 return False
+            if self.last_error is not None:
+                log.info("job %s: deferred writes flushed", self.claim.job_id)
+                self.last_error = None
+            return True
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def _flush_job(self) -> None:
-        patch, lines = self._take()
-        if not patch and not lines:
-            return
-        try:
-            ok = self.store.update_job(self.claim, patch, lines, allow_cancelled=self.allow_cancelled)
-        except AgentError:
-            self._put_back(patch, lines)
-            raise
+        """Send the in-flight batch (again, after a failure), else the buffer as a new batch."""
+        if self._inflight is None:
+            patch, lines = self._take()
+            if not patch and not lines:
+                return
+            self._inflight = (self._next_seq(), patch, lines)
+        seq, patch, lines = self._inflight
+        ok = self.store.update_job(self.claim, patch, lines, allow_cancelled=self.allow_cancelled, seq=seq)
         if not ok and self._resolve_refusal():
-            try:
-                self.store.update_job(self.claim, patch, lines, allow_cancelled=True)
-            except AgentError:
-                self._put_back(patch, lines)
-                raise
+            self.store.update_job(self.claim, patch, lines, allow_cancelled=True, seq=seq)
+        self._inflight = None
 
     def _resolve_refusal(self) -> bool:
         """A guarded write was refused: learn why. True when the job is cancelled but still ours."""
         states = self.store.job_states([self.claim])
         st = states[0] if states else None
-        if st and st.owned and st.status == "cancelled":
+        if st and st.owned and st.status in ("cancelled", "paused"):
             self.allow_cancelled = True
             if self._on_cancelled:
-                self._on_cancelled()
+                self._on_cancelled(st.status)
             return True
         self.mark_lost()
         return False
@@ -201,29 +212,28 @@ class JobWriter:
             self.lost = True
             with self._lock:
                 self._lines, self._patch, self._tasks, self._audit = [], {}, {}, []
+                self._inflight = self._final = None
             if self._on_lost:
                 self._on_lost()
 
     def _flush_tasks(self) -> None:
         with self._lock:
-            dirty = [t for t in self._tasks.values() if t.dirty]
-        for t in dirty:
-            with self._lock:
-                status, progress, lines = t.status, t.progress, t.log
-                t.log, t.dirty = [], False
-            text = "".join(line + "\n" for line in lines)[-TASK_LOG_CHARS:] or None
-            try:
-                task_id = self._upsert_task(t, status, progress, text)
-            except AgentError:
+            todo = [t for t in self._tasks.values() if t.dirty or t.inflight]
+        for t in todo:
+            if t.inflight is None:
                 with self._lock:
-                    t.log = lines + t.log
-                    t.dirty = True
-                raise
+                    status, progress, lines = t.status, t.progress, t.log
+                    t.log, t.dirty = [], False
+                    t.seq += 1
+                    text = "".join(line + "\n" for line in lines)[-TASK_LOG_CHARS:] or None
+                    t.inflight = (t.seq, status, progress, text)
+            task_id = self._upsert_task(t, *t.inflight)  # raises: stays in flight, re-sent as is
+            t.inflight = None
             if task_id:
                 t.task_id = str(task_id)
 
     def _upsert_task(
-        self, t: _TaskPending, status: str | None, progress: int | None, text: str | None
+        self, t: _TaskPending, seq: int, status: str | None, progress: int | None, text: str | None
     ) -> Any:
         for _ in range(2):
             task_id = self.store.upsert_task(
@@ -234,6 +244,7 @@ class JobWriter:
                 progress=progress,
                 log_text=text,
                 allow_cancelled=self.allow_cancelled,
+                seq=seq,
             )
             if task_id or self.allow_cancelled or not self._resolve_refusal():
                 return task_id
@@ -245,7 +256,7 @@ class JobWriter:
         if not rows:
             return
         try:
-            self.store.rest.insert("idrac_commands", rows, returning=False)
+            self.store.insert_audit(rows)  # client-made ids + ignore-duplicates: re-sending is safe
         except AgentError as exc:
             # Audit rows are best effort: keep them for the next flush unless the backend rejects them.
             if getattr(exc, "status", None) and 400 <= exc.status < 500:  # type: ignore[attr-defined]
@@ -269,25 +280,27 @@ class JobWriter:
         delay = 0.5
         while not self.lost:
             try:
-                self._flush_tasks()
-                self._flush_audit()
+                with self._flush_lock:
+                    self._flush_tasks()
+                    self._flush_audit()
+                    self._flush_job()  # what is in flight first, exactly once
+                    if self._final is None:
+                        p, lines = self._take()
+                        p.update(patch)
+                        self._final = (self._next_seq(), p, lines)
+                    seq, p, lines = self._final
+                    if status == "paused":
+                        result = self.store.release_paused(self.claim, p, lines)
+                    else:
+                        result = self.store.finish_job(self.claim, status, p, lines, seq=seq)
             except AgentError as exc:
                 self.last_error = str(exc)
             else:
-                with self._flush_lock:
-                    p, lines = self._take()
-                    p.update(patch)
-                    try:
-                        result = self.store.finish_job(self.claim, status, p, lines)
-                    except AgentError as exc:
-                        self._put_back(p, lines)
-                        self.last_error = str(exc)
-                    else:
-                        if result is None:
-                            self.mark_lost()
-                            return None
-                        self.finished_status = result
-                        return result
+                if result is None:
+                    self.mark_lost()
+                    return None
+                self.finished_status = result
+                return result
             log.warning(
                 "job %s: cannot record the end yet (%s); retrying", self.claim.job_id, self.last_error
             )

@@ -6,13 +6,30 @@
 -- server, across executors). The executor reaches all of it over PostgREST RPC with the
 -- service-role key; every function here is executable by service_role only.
 --
--- Idempotent: ADD COLUMN IF NOT EXISTS, CREATE ... IF NOT EXISTS, CREATE OR REPLACE FUNCTION.
--- Applying it twice changes nothing. Requires 0001_dsm_schema.sql (jobs, job_tasks, job_status).
+-- Idempotent: ADD COLUMN IF NOT EXISTS, CREATE ... IF NOT EXISTS, CREATE OR REPLACE FUNCTION, and
+-- DROP FUNCTION IF EXISTS for the signatures earlier versions of this file created. Applying it twice
+-- changes nothing. Requires 0001_dsm_schema.sql (jobs, job_tasks, job_status with 'paused').
+--
+-- Exactly-once writes: every guarded write carries a per-claim sequence number (p_seq). The row
+-- remembers the last one applied (jobs.claim_seq, job_tasks.executor_seq), so a batch re-sent after
+-- an ambiguous failure (timeout after the commit) is recognised and not applied twice.
+--
+-- Paused jobs: a running job the UI sets to 'paused' is stopped like a cancel by its executor, which
+-- runs the handler's cleanup, records the step (details.paused_step) and releases the claim
+-- (executor_release_paused_job): the status stays 'paused'; setting it back to 'pending' runs it
+-- again from the start (its preflight checks what is already done).
 
 ALTER TABLE public.jobs ADD COLUMN IF NOT EXISTS executor_id text;
 ALTER TABLE public.jobs ADD COLUMN IF NOT EXISTS claim_token uuid;
 ALTER TABLE public.jobs ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
 ALTER TABLE public.jobs ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz;
+ALTER TABLE public.jobs ADD COLUMN IF NOT EXISTS claim_seq bigint;
+ALTER TABLE public.job_tasks ADD COLUMN IF NOT EXISTS executor_seq bigint;
+
+-- Signatures of earlier versions of this file (replaced below by ones with p_seq).
+DROP FUNCTION IF EXISTS public.executor_update_job(uuid, uuid, jsonb, text[], integer, boolean);
+DROP FUNCTION IF EXISTS public.executor_finish_job(uuid, uuid, text, jsonb, text[], integer);
+DROP FUNCTION IF EXISTS public.executor_upsert_task(uuid, uuid, uuid, uuid, text, integer, text, boolean);
 
 -- The claim scans pending jobs in (priority, created_at) order; the rescue scans running leases.
 CREATE INDEX IF NOT EXISTS jobs_pending_claim_idx ON public.jobs (created_at) WHERE status = 'pending';
@@ -33,7 +50,7 @@ CREATE OR REPLACE FUNCTION public.executor_schema_version()
 RETURNS integer
 LANGUAGE sql
 STABLE
-AS $fn$ SELECT 2 $fn$;
+AS $fn$ SELECT 3 $fn$;
 
 -- Keep the last p_max elements of a jsonb array (console_log stays bounded); non-arrays become [].
 CREATE OR REPLACE FUNCTION public.executor_jsonb_tail(p_arr jsonb, p_max integer)
@@ -98,13 +115,14 @@ AS $fn$
               j.created_at, j.id
      LIMIT GREATEST(p_limit, 0)
      FOR UPDATE OF j SKIP LOCKED
-  )
+  ), claimed AS (
   UPDATE public.jobs AS j
      SET status = 'running',
          started_at = now(),
          completed_at = NULL,
          executor_id = p_executor_id,
          claim_token = gen_random_uuid(),
+         claim_seq = 0,
          claimed_at = now(),
          lease_expires_at = now() + make_interval(secs => p_lease_seconds),
          details = public.executor_merge_details(
@@ -117,6 +135,11 @@ AS $fn$
     FROM candidate
    WHERE j.id = candidate.id
   RETURNING j.*
+  ), reset_tasks AS (  -- a new claim numbers its task writes from 1 again
+    UPDATE public.job_tasks AS t SET executor_seq = NULL
+      FROM claimed WHERE t.job_id = claimed.id AND t.executor_seq IS NOT NULL
+  )
+  SELECT * FROM claimed
 $fn$;
 
 -- Extend the leases of the given claims ([{"job_id":..,"claim_token":..}]) and report each job's
@@ -158,31 +181,45 @@ $fn$;
 
 -- Progress, step and log lines of a running job, guarded by its claim token. Returns false (and
 -- changes nothing) when the job is no longer running under that token. p_allow_cancelled lets the
--- owner annotate a job the UI cancelled (its cleanup log, the step it stopped in); the status
--- itself never changes here.
+-- owner annotate a job the UI cancelled or paused (its cleanup log, the step it stopped in); the
+-- status itself never changes here. p_seq: the batch's sequence number under this claim; a batch
+-- already applied (p_seq <= claim_seq) returns true without being applied again.
 CREATE OR REPLACE FUNCTION public.executor_update_job(
   p_job_id uuid, p_claim_token uuid, p_patch jsonb DEFAULT NULL, p_log_lines text[] DEFAULT NULL,
-  p_max_log integer DEFAULT 500, p_allow_cancelled boolean DEFAULT false)
+  p_max_log integer DEFAULT 500, p_allow_cancelled boolean DEFAULT false, p_seq bigint DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = public, pg_temp
 AS $fn$
+DECLARE
+  v_seq bigint;
 BEGIN
-  UPDATE public.jobs
-     SET details = public.executor_merge_details(details, p_patch, p_log_lines, p_max_log)
+  SELECT claim_seq INTO v_seq FROM public.jobs
    WHERE id = p_job_id AND claim_token = p_claim_token
-     AND (status = 'running' OR (p_allow_cancelled AND status = 'cancelled'));
-  RETURN FOUND;
+     AND (status = 'running' OR (p_allow_cancelled AND status IN ('cancelled', 'paused')))
+   FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  IF p_seq IS NOT NULL AND v_seq IS NOT NULL AND p_seq <= v_seq THEN
+    RETURN true;  -- a re-sent batch: applied already
+  END IF;
+  UPDATE public.jobs
+     SET details = public.executor_merge_details(details, p_patch, p_log_lines, p_max_log),
+         claim_seq = COALESCE(p_seq, claim_seq)
+   WHERE id = p_job_id;
+  RETURN true;
 END
 $fn$;
 
 -- End a job we own: p_status completed | failed | cancelled. Guarded by the claim token; a running
 -- job takes p_status, a job the UI already cancelled stays cancelled (only annotated, once:
--- completed_at marks that). Any other terminal state is never touched. Clears the lease.
+-- completed_at marks that). Any other terminal state is never touched. Clears the lease. A re-sent
+-- call (p_seq <= claim_seq on a finished job) returns the stored status without writing again.
 CREATE OR REPLACE FUNCTION public.executor_finish_job(
   p_job_id uuid, p_claim_token uuid, p_status text, p_patch jsonb DEFAULT NULL,
-  p_log_lines text[] DEFAULT NULL, p_max_log integer DEFAULT 500)
+  p_log_lines text[] DEFAULT NULL, p_max_log integer DEFAULT 500, p_seq bigint DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -198,18 +235,49 @@ BEGIN
      SET status = CASE WHEN status = 'running' THEN p_status::public.job_status ELSE status END,
          completed_at = COALESCE(completed_at, now()),
          lease_expires_at = NULL,
+         claim_seq = COALESCE(p_seq, claim_seq),
          details = public.executor_merge_details(details, p_patch, p_log_lines, p_max_log)
    WHERE id = p_job_id AND claim_token = p_claim_token
      AND (status = 'running' OR (status = 'cancelled' AND completed_at IS NULL))
   RETURNING status::text INTO v_status;
+  IF v_status IS NULL AND p_seq IS NOT NULL THEN
+    SELECT status::text INTO v_status FROM public.jobs
+     WHERE id = p_job_id AND claim_token = p_claim_token AND claim_seq >= p_seq
+       AND completed_at IS NOT NULL;
+  END IF;
   RETURN v_status;  -- NULL: not ours any more, nothing written
 END
 $fn$;
 
+-- Release a job the UI paused while we ran it: annotate it (step, cleanup log) and give up the
+-- claim (token and lease cleared); the status stays 'paused'. Returns 'paused', or NULL when the
+-- job is not paused under this token (nothing written).
+CREATE OR REPLACE FUNCTION public.executor_release_paused_job(
+  p_job_id uuid, p_claim_token uuid, p_patch jsonb DEFAULT NULL, p_log_lines text[] DEFAULT NULL,
+  p_max_log integer DEFAULT 500)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+  v_status text;
+BEGIN
+  UPDATE public.jobs
+     SET claim_token = NULL,
+         lease_expires_at = NULL,
+         details = public.executor_merge_details(details, p_patch, p_log_lines, p_max_log)
+   WHERE id = p_job_id AND claim_token = p_claim_token AND status = 'paused'
+  RETURNING status::text INTO v_status;
+  RETURN v_status;
+END
+$fn$;
+
 -- Rescue: fail running jobs whose lease expired (their executor died), keeping step and logs, with
--- the reason. Never re-queues them. With p_own_only, fail every running job of p_executor_id
--- regardless of its lease (called once at start-up: such jobs belong to this executor's previous
--- life), and nothing of other executors. Returns the jobs it failed.
+-- the reason. Never re-queues them. A live lease is never touched, whoever holds it: two processes
+-- may share an executor id (a daemon and a hand-run --once), and neither may fail the other's jobs.
+-- With p_own_only (called once at start-up) only p_executor_id's expired jobs are failed, with the
+-- "restarted" reason. Returns the jobs it failed.
 CREATE OR REPLACE FUNCTION public.executor_fail_stale_jobs(
   p_executor_id text, p_own_only boolean DEFAULT false, p_max_log integer DEFAULT 500)
 RETURNS TABLE (job_id uuid, executor_id text, step text)
@@ -224,8 +292,8 @@ BEGIN
     SELECT j.id
       FROM public.jobs j
      WHERE j.status = 'running' AND j.claim_token IS NOT NULL
-       AND CASE WHEN p_own_only THEN j.executor_id = p_executor_id
-                ELSE j.lease_expires_at < now() END
+       AND j.lease_expires_at < now()
+       AND (NOT p_own_only OR j.executor_id = p_executor_id)
      FOR UPDATE OF j SKIP LOCKED
   ), msg AS (
     SELECT j.id,
@@ -260,11 +328,12 @@ $fn$;
 
 -- Create or update the job_tasks row of one target of a job we own (found by task id, else by
 -- (job_id, server_id), else inserted). Log text is appended and bounded to the last 64 KiB.
--- Returns the task id, or NULL when the job is no longer ours.
+-- Returns the task id, or NULL when the job is no longer ours. p_seq: the write's sequence number
+-- for this task; a re-sent write (p_seq <= executor_seq) is not applied again.
 CREATE OR REPLACE FUNCTION public.executor_upsert_task(
   p_job_id uuid, p_claim_token uuid, p_server_id uuid, p_task_id uuid DEFAULT NULL,
   p_status text DEFAULT NULL, p_progress integer DEFAULT NULL, p_log text DEFAULT NULL,
-  p_allow_cancelled boolean DEFAULT false)
+  p_allow_cancelled boolean DEFAULT false, p_seq bigint DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -275,7 +344,7 @@ DECLARE
 BEGIN
   PERFORM 1 FROM public.jobs
     WHERE id = p_job_id AND claim_token = p_claim_token
-      AND (status = 'running' OR (p_allow_cancelled AND status = 'cancelled'))
+      AND (status = 'running' OR (p_allow_cancelled AND status IN ('cancelled', 'paused')))
     FOR SHARE;
   IF NOT FOUND THEN
     RETURN NULL;
@@ -296,8 +365,10 @@ BEGIN
          log = CASE WHEN p_log IS NULL THEN log ELSE right(COALESCE(log, '') || p_log, 65536) END,
          started_at = CASE WHEN p_status = 'running' THEN COALESCE(started_at, now()) ELSE started_at END,
          completed_at = CASE WHEN p_status IN ('completed', 'failed', 'cancelled')
-                             THEN COALESCE(completed_at, now()) ELSE completed_at END
-   WHERE id = v_id AND job_id = p_job_id;
+                             THEN COALESCE(completed_at, now()) ELSE completed_at END,
+         executor_seq = COALESCE(p_seq, executor_seq)
+   WHERE id = v_id AND job_id = p_job_id
+     AND (p_seq IS NULL OR executor_seq IS NULL OR executor_seq < p_seq);
   RETURN v_id;
 END
 $fn$;
@@ -338,6 +409,42 @@ AS $fn$
   DELETE FROM public.executor_server_locks WHERE server_id = p_server_id AND job_id = p_job_id
 $fn$;
 
+-- The executor_heartbeats row of an executor, stamped with the DATABASE clock (the UI compares
+-- last_seen_at with its own now()). Returns whether ANOTHER live process wrote this executor id's
+-- row within the last 30 s (a different startup_time): two processes sharing one EXECUTOR_ID.
+CREATE OR REPLACE FUNCTION public.executor_heartbeat(p_row jsonb)
+RETURNS TABLE (other_live boolean, other_hostname text, other_startup_time timestamptz,
+               other_seen_seconds_ago double precision)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_prev public.executor_heartbeats%ROWTYPE;
+  v_start timestamptz := (p_row ->> 'startup_time')::timestamptz;
+BEGIN
+  SELECT * INTO v_prev FROM public.executor_heartbeats h
+   WHERE h.executor_id = p_row ->> 'executor_id' FOR UPDATE;
+  INSERT INTO public.executor_heartbeats AS h
+    (executor_id, hostname, ip_address, version, capabilities, last_seen_at, poll_count,
+     jobs_processed, startup_time, last_error)
+  VALUES (p_row ->> 'executor_id', p_row ->> 'hostname', p_row ->> 'ip_address', p_row ->> 'version',
+          p_row -> 'capabilities', now(), COALESCE((p_row ->> 'poll_count')::bigint, 0),
+          COALESCE((p_row ->> 'jobs_processed')::bigint, 0), v_start, p_row ->> 'last_error')
+  ON CONFLICT (executor_id) DO UPDATE
+     SET hostname = EXCLUDED.hostname, ip_address = EXCLUDED.ip_address, version = EXCLUDED.version,
+         capabilities = EXCLUDED.capabilities, last_seen_at = now(), poll_count = EXCLUDED.poll_count,
+         jobs_processed = EXCLUDED.jobs_processed, startup_time = EXCLUDED.startup_time,
+         last_error = EXCLUDED.last_error;
+  RETURN QUERY SELECT
+    (v_prev.executor_id IS NOT NULL AND v_prev.startup_time IS DISTINCT FROM v_start
+     AND v_prev.last_seen_at > now() - interval '30 seconds'),
+    v_prev.hostname, v_prev.startup_time,
+    extract(epoch FROM now() - v_prev.last_seen_at)::double precision;
+END
+$fn$;
+
 -- Privileges: service_role only (Supabase grants EXECUTE on new functions to PUBLIC by default).
 DO $$
 DECLARE
@@ -350,10 +457,12 @@ BEGIN
     'public.executor_claim_jobs(text, text[], integer, integer)',
     'public.executor_renew_leases(text, jsonb, integer)',
     'public.executor_job_states(jsonb)',
-    'public.executor_update_job(uuid, uuid, jsonb, text[], integer, boolean)',
-    'public.executor_finish_job(uuid, uuid, text, jsonb, text[], integer)',
+    'public.executor_update_job(uuid, uuid, jsonb, text[], integer, boolean, bigint)',
+    'public.executor_finish_job(uuid, uuid, text, jsonb, text[], integer, bigint)',
+    'public.executor_release_paused_job(uuid, uuid, jsonb, text[], integer)',
     'public.executor_fail_stale_jobs(text, boolean, integer)',
-    'public.executor_upsert_task(uuid, uuid, uuid, uuid, text, integer, text, boolean)',
+    'public.executor_upsert_task(uuid, uuid, uuid, uuid, text, integer, text, boolean, bigint)',
+    'public.executor_heartbeat(jsonb)',
     'public.executor_acquire_server_lock(uuid, uuid, uuid, text)',
     'public.executor_release_server_lock(uuid, uuid)'
   ] LOOP

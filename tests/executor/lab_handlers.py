@@ -3,7 +3,10 @@ EXECUTOR_EXTRA_HANDLERS=tests.executor.lab_handlers:HANDLERS, or in-process with
 
 They use job types of the DSM enum that no real handler here serves yet, so they never shadow one.
 Each run leaves a side effect in the database (an idrac_commands row with command_type
-"lab_run"), so tests can count how many times a job really ran.
+"lab_run", buffered like every audit row), so tests can count how many times a job really ran.
+With details.exactly_once, LightHandler also inserts a row into the table `lab_runs` (job_id
+PRIMARY KEY, created by the test) synchronously, before the job can complete: a second run of a job
+is a unique violation, so the job fails visibly.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from handlers.base import Handler, InvalidJobInput, Job, JobContext, raise_for_f
 LIGHT_TYPE = "firmware_inventory_scan"
 SCRIPTED_TYPE = "fetch_event_logs"
 TARGETS_TYPE = "bios_config_read"
+RUNS_TABLE = "lab_runs"
 MODES = ("ok", "sleep", "wait_for", "fail", "secret", "busy", "tick")
 
 
@@ -29,10 +33,12 @@ class LightHandler(Handler):
     job_types = (LIGHT_TYPE,)
 
     def validate(self, job: Job) -> dict[str, Any]:
-        return {}
+        return {"exactly_once": bool(job.details.get("exactly_once"))}
 
     def execute(self, ctx: JobContext, params: dict[str, Any]) -> None:
         with ctx.step("work", retry_safe=True):
+            if params["exactly_once"]:
+                ctx.store.insert(RUNS_TABLE, {"job_id": ctx.job.id, "executor_id": ctx.executor_id})
             _record_run(ctx)
             ctx.progress(100)
 

@@ -71,26 +71,154 @@ def test_console_log_is_bounded_and_appends_are_atomic(clean_backend, store):
     assert len(d["console_log"]) == 500 and d["console_log"][-1] == "more 599"
 
 
+def _user_jwt(backend) -> str:
+    email = f"user-{uuid.uuid4().hex[:8]}@example.test"
+    backend.create_user(email, "User-pw-123!", role="admin")
+    resp = requests.post(
+        f"{backend.url}/auth/v1/token?grant_type=password",
+        json={"email": email, "password": "User-pw-123!"},
+        headers={"apikey": backend.anon_key},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()["access_token"]
+
+
 def test_executor_functions_are_for_the_service_role_only(clean_backend):
-    for key in (clean_backend.anon_key,):
+    """Neither the anon key nor a signed-in user's JWT (even an admin's) may call them."""
+    jid = insert_jobs(clean_backend, LIGHT_TYPE)[0]
+    jwt = _user_jwt(clean_backend)
+    for name, bearer in (("anon", clean_backend.anon_key), ("user JWT", jwt)):
         resp = requests.post(
             f"{clean_backend.url}/rest/v1/rpc/executor_claim_jobs",
             json={"p_executor_id": "x", "p_job_types": [LIGHT_TYPE], "p_limit": 1, "p_lease_seconds": 5},
-            headers={"apikey": key, "Authorization": f"Bearer {key}"},
+            headers={"apikey": clean_backend.anon_key, "Authorization": f"Bearer {bearer}"},
             timeout=10,
         )
-        assert resp.status_code in (401, 403), resp.text
+        assert resp.status_code in (401, 403), (name, resp.text)
+        resp = requests.post(
+            f"{clean_backend.url}/rest/v1/rpc/executor_heartbeat",
+            json={"p_row": {"executor_id": "evil"}},
+            headers={"apikey": clean_backend.anon_key, "Authorization": f"Bearer {bearer}"},
+            timeout=10,
+        )
+        assert resp.status_code in (401, 403), (name, resp.text)
+    assert job(clean_backend, jid)["status"] == "pending"
+    assert not clean_backend.sql("SELECT 1 FROM executor_heartbeats WHERE executor_id = 'evil'")
 
 
-def test_stale_rescue_spares_live_leases(clean_backend, store):
-    insert_jobs(clean_backend, LIGHT_TYPE, 2)
-    a, b = store.claim([LIGHT_TYPE], 2)
-    clean_backend.sql("UPDATE jobs SET lease_expires_at = now() - interval '1 s' WHERE id = %s", (a["id"],))
+def test_stale_rescue_spares_live_leases_even_of_the_same_executor_id(clean_backend, store):
+    insert_jobs(clean_backend, LIGHT_TYPE, 3)
+    a, b, c = store.claim([LIGHT_TYPE], 3)
+    clean_backend.sql(
+        "UPDATE jobs SET lease_expires_at = now() - interval '1 s' WHERE id = ANY(%s::uuid[])",
+        ([a["id"], c["id"]],),
+    )
+    # start-up of another process with the SAME executor id: only the expired own jobs
+    twin = JobStore(store.rest, "guard-ex", lease_seconds=30)
+    got = twin.fail_stale(own_only=True)
+    assert sorted(str(r["job_id"]) for r in got) == sorted([a["id"], c["id"]])
+    assert job(clean_backend, b["id"])["status"] == "running", "a live lease of the same id is spared"
+    assert "restarted" in job(clean_backend, a["id"])["details"]["error"]
     other = JobStore(store.rest, "other-ex", lease_seconds=30)
-    failed = other.fail_stale(own_only=False)
-    assert [str(r["job_id"]) for r in failed] == [a["id"]]
-    assert job(clean_backend, b["id"])["status"] == "running"
+    assert other.fail_stale(own_only=True) == []
+    clean_backend.sql("UPDATE jobs SET lease_expires_at = now() - interval '1 s' WHERE id = %s", (b["id"],))
     assert other.fail_stale(own_only=True) == [], "own-only never touches another executor's jobs"
+    assert [str(r["job_id"]) for r in other.fail_stale(own_only=False)] == [b["id"]]
+
+
+def test_heartbeat_uses_the_database_clock_and_reports_a_twin(clean_backend, store):
+    clean_backend.sql("SET TIME ZONE 'UTC'")
+    row = {
+        "executor_id": "guard-ex",
+        "hostname": "h",
+        "capabilities": [LIGHT_TYPE],
+        "startup_time": "2001-01-01T00:00:00+00:00",
+        "last_seen_at": "2001-01-01T00:00:00+00:00",  # a host clock far off: ignored
+        "poll_count": 1,
+    }
+    assert store.heartbeat(row) is None
+    beat = clean_backend.sql(
+        "SELECT abs(extract(epoch FROM now() - last_seen_at)) AS age, capabilities FROM executor_heartbeats "
+        "WHERE executor_id = 'guard-ex'"
+    )[0]
+    assert beat["age"] < 3600 and beat["capabilities"] == [LIGHT_TYPE]
+    assert store.heartbeat(row) is None, "the same process again: no twin"
+    twin = store.heartbeat({**row, "startup_time": "2002-02-02T00:00:00+00:00"})
+    assert twin is not None and twin.hostname == "h"
+    clean_backend.sql("UPDATE executor_heartbeats SET last_seen_at = now() - interval '5 minutes'")
+    assert store.heartbeat({**row, "startup_time": "2003-03-03T00:00:00+00:00"}) is None, "a dead twin"
+
+
+def test_resent_batches_are_applied_once(clean_backend, store):
+    insert_jobs(clean_backend, LIGHT_TYPE)
+    [row] = store.claim([LIGHT_TYPE], 1)
+    claim = Claim(row["id"], row["claim_token"])
+    for _ in range(2):  # the second call is the re-send after an ambiguous failure
+        assert store.update_job(claim, {"k": 1}, ["once"], seq=1)
+    assert store.update_job(claim, None, ["twice-ok"], seq=2)
+    for _ in range(2):
+        tid = store.upsert_task(claim, server_id=None, task_id=None, status="running", log_text="t1\n", seq=1)
+    store.upsert_task(claim, server_id=None, task_id=tid, log_text="t2\n", seq=2)
+    d = job(clean_backend, row["id"])["details"]
+    assert [x for x in d["console_log"] if not x.startswith("[")] == ["once", "twice-ok"]
+    assert clean_backend.sql("SELECT log FROM job_tasks WHERE id = %s", (tid,))[0]["log"] == "t1\nt2\n"
+    assert store.finish_job(claim, "completed", {"p": 1}, ["end"], seq=3) == "completed"
+    assert store.finish_job(claim, "completed", {"p": 1}, ["end"], seq=3) == "completed", "re-sent finish"
+    assert job(clean_backend, row["id"])["details"]["console_log"].count("end") == 1
+    audit = [{"id": str(uuid.uuid4()), "job_id": row["id"], "command_type": "GET", "success": True}]
+    store.insert_audit(audit)
+    store.insert_audit(audit)
+    assert (
+        clean_backend.sql("SELECT count(*) AS n FROM idrac_commands WHERE job_id = %s", (row["id"],))[0]["n"]
+        == 1
+    )
+
+
+def test_handlers_read_only_allowed_tables_and_columns(clean_backend, store):
+    from lib.executor.store import HandlerStoreImpl
+
+    clean_backend.sql("INSERT INTO activity_settings (encryption_key) VALUES ('c2VjcmV0')")
+    clean_backend.sql(
+        "INSERT INTO servers (ip_address, hostname, idrac_password_encrypted) VALUES ('10.1.1.1', 'h1', 'ENC')"
+    )
+    hs = HandlerStoreImpl(store.rest, store)
+    rows = hs.select("servers", {"hostname": "eq.h1"})
+    assert rows and rows[0]["ip_address"] == "10.1.1.1" and "idrac_password_encrypted" not in rows[0]
+    assert hs.select("servers", {"ip_address": "eq.10.1.1.1", "select": "id"})[0].keys() == {"id"}
+    for table, params in (
+        ("activity_settings", {}),
+        ("credential_sets", {}),
+        ("jobs", {}),
+        ("servers", {"select": "id,idrac_password_encrypted"}),
+        ("servers", {"select": "*"}),
+        ("servers", {"idrac_password_encrypted": "like.E*"}),
+        ("servers", {"order": "idrac_password_encrypted.asc"}),
+        ("vcenters", {"select": "password_encrypted"}),
+    ):
+        with pytest.raises(ValueError):
+            hs.select(table, params)
+
+
+def test_migration_applies_twice_without_change(clean_backend):
+    from tests.executor.test_check_and_leases import MIGRATION
+
+    snapshot = """
+      SELECT (SELECT string_agg(p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' ||
+                                md5(pg_get_functiondef(p.oid)) || coalesce(array_to_string(p.proacl, ','), ''),
+                                ';' ORDER BY p.proname, pg_get_function_identity_arguments(p.oid))
+                FROM pg_proc p WHERE p.proname LIKE 'executor%%' AND p.pronamespace = 'public'::regnamespace) AS fns,
+             (SELECT string_agg(table_name || '.' || column_name || ':' || data_type, ',' ORDER BY table_name, column_name)
+                FROM information_schema.columns WHERE table_schema = 'public'
+                 AND table_name IN ('jobs', 'job_tasks', 'executor_server_locks')) AS cols,
+             (SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes
+               WHERE schemaname = 'public' AND tablename = 'jobs') AS idx
+    """
+    clean_backend.sql(MIGRATION.read_text())
+    before = clean_backend.sql(snapshot)[0]
+    clean_backend.sql(MIGRATION.read_text())
+    assert clean_backend.sql(snapshot)[0] == before
+    assert "executor_heartbeat(" in before["fns"] and "p_seq bigint" in before["fns"]
 
 
 def test_systemd_notify_datagrams(tmp_path):

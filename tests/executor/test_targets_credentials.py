@@ -48,6 +48,17 @@ def fleet(clean_backend):
         "INSERT INTO credential_ip_ranges (credential_set_id, ip_range, priority) VALUES (%s, '10.9.1.0/24', 1)",
         (cs["ranged"],),
     )
+    # an ESXi set whose range covers s4 with a better priority: never used for an iDRAC
+    cs["esxi"] = _one(
+        b,
+        "INSERT INTO credential_sets (name, username, password_encrypted, credential_type, priority) "
+        "VALUES ('esxi-set', 'esx-root', %s, 'esxi', 1) RETURNING id",
+        (encrypt_password("esxi-pw", key),),
+    )
+    b.sql(
+        "INSERT INTO credential_ip_ranges (credential_set_id, ip_range, priority) VALUES (%s, '10.9.1.0/25', 0)",
+        (cs["esxi"],),
+    )
     vc = _one(b, "INSERT INTO vcenters (name, host) VALUES ('vc1', 'vc.example') RETURNING id")
     cl = _one(
         b, "INSERT INTO vcenter_clusters (vcenter_id, cluster_name) VALUES (%s, 'Prod') RETURNING id", (vc,)
@@ -152,7 +163,7 @@ def test_credential_lookup_order_and_errors(fleet):
     assert (c2.username, c2.password, c2.source) == ("own", "own-pw", "server")
     assert r.for_server(by["s3"]).username == "root-a"  # discovered_by set
     c4 = r.for_server(by["s4"])
-    assert (c4.username, c4.password) == ("root-r", "ranged-pw")  # ip range
+    assert (c4.username, c4.password) == ("root-r", "ranged-pw")  # ip range (the esxi range skipped)
     assert r.for_server(by["s5"]).source == "executor default"
     assert SECRET not in repr(r.for_server(by["s1"]))
     with pytest.raises(ConfigError) as err:
