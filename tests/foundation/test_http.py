@@ -162,13 +162,12 @@ def test_verification_off_is_accepted_and_warned_once(https_server, caplog, monk
 
 
 def test_connection_refused_is_a_connection_error():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
-    c = HttpClient(f"http://127.0.0.1:{port}", TLSConfig(), system="OME", retry=RetryPolicy(attempts=1))
-    with pytest.raises(ConnectRefusedError) as info:
-        c.get("/api")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound but never listening: the port stays ours and refuses
+        port = sock.getsockname()[1]
+        c = HttpClient(f"http://127.0.0.1:{port}", TLSConfig(), system="OME", retry=RetryPolicy(attempts=1))
+        with pytest.raises(ConnectRefusedError) as info:
+            c.get("/api")
     assert "refused" in info.value.message.lower()
     assert info.value.hint
 
