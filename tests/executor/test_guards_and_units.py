@@ -269,3 +269,36 @@ def test_rest_client_unreachable_is_a_connectivity_error():
     rest = RestClient(f"http://127.0.0.1:{port}", "k")
     with pytest.raises(ConnectivityError):
         rest.rpc("executor_schema_version")
+
+
+def test_stuck_jobs_are_failed_in_parallel_under_one_deadline(monkeypatch):
+    """Shutdown records the end of every stuck job at once: with one-by-one recording the barrier
+    (all three writers inside finish together) could never be passed."""
+    import threading
+    from types import SimpleNamespace
+
+    from lib.executor import daemon as daemon_mod
+
+    barrier = threading.Barrier(3, timeout=60)
+    finished: list[str] = []
+
+    class Writer:
+        def __init__(self, job_id: str) -> None:
+            self.job_id = job_id
+
+        def line(self, msg: str, level: str = "INFO") -> None:
+            pass
+
+        def finish(self, status, patch, *, give_up):
+            barrier.wait()  # BrokenBarrierError if the three are not in here at the same time
+            finished.append(self.job_id)
+
+    runs = [
+        SimpleNamespace(job_id=f"job-{i}", current_step="blocking call", ctx=None, writer=Writer(f"job-{i}"))
+        for i in range(3)
+    ]
+    d = daemon_mod.Daemon.__new__(daemon_mod.Daemon)
+    d.settings = SimpleNamespace(executor_id="ex")
+    monkeypatch.setattr(daemon_mod, "FORCE_FAIL_SECONDS", 120.0)
+    d._force_fail_all(runs)  # type: ignore[arg-type]
+    assert sorted(finished) == ["job-0", "job-1", "job-2"]
