@@ -106,7 +106,11 @@ VARIABLES: list[Var] = [
     Var("EXECUTOR_ID", None, "Executor identity in heartbeats and claims (default executor-<hostname>)."),
     Var("EXECUTOR_POLL_INTERVAL", "2", "Seconds between polls for runnable jobs."),
     Var("EXECUTOR_MAX_CONCURRENT_JOBS", "4", "Jobs run at once."),
-    Var("EXECUTOR_LEASE_SECONDS", "60", "Claim lease; a job whose lease expires is failed by any executor."),
+    Var(
+        "EXECUTOR_LEASE_SECONDS",
+        "60",
+        "Claim lease, at least 15; a job whose lease expires is failed by any executor.",
+    ),
     Var("EXECUTOR_HEARTBEAT_SECONDS", "15", "Seconds between executor_heartbeats writes."),
     Var("EXECUTOR_DRAIN_SECONDS", "120", "On SIGTERM, seconds running jobs may take to finish."),
     Var(

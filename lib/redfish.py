@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -646,15 +645,6 @@ def tls_for(base: TLSConfig, requires_legacy_ssl: bool) -> TLSConfig:
 def busy_policy(seconds: float) -> RetryPolicy:
     """BUSY_RETRY bounded by IDRAC_BUSY_RETRY_SECONDS (given by the caller, never read here)."""
     return dataclasses.replace(BUSY_RETRY, max_seconds=seconds)
-
-
-def _no_cache() -> None:
-    """Settings are no longer cached in this module (they travel in ctx.settings)."""
-
-
-# Kept only so callers that cleared the former lru_cache (tests/e2e/test_idrac_handlers.py,
-# bench/fleet_power_bench.py) keep working until they drop the call. Holds no state.
-default_settings = types.SimpleNamespace(cache_clear=_no_cache)
 
 
 def audit_to_context(ctx: Any, server_id: str | None) -> AuditFn:
