@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 # The ONE table of built-in handlers: job_type -> "module:Class". Keep it sorted by job type.
 HANDLERS: dict[str, str] = {
     "health_check": "handlers.health:HealthCheckHandler",
+    "openmanage_sync": "handlers.inventory_sync:OpenManageSyncHandler",
     "power_action": "handlers.power:PowerActionHandler",
     "test_credentials": "handlers.credentials_test:TestCredentialsHandler",
+    "vcenter_sync": "handlers.inventory_sync:VcenterSyncHandler",
 }
 
 _lock = threading.Lock()

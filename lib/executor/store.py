@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lib.dsm.rest import PostgrestError, RestClient, in_list
 from lib.errors import ConfigError
 from lib.executor.models import SERVER_COLUMNS, Server
+
+if TYPE_CHECKING:
+    from lib.sync.table_sink import OmeConnection, OmeTableSink, VcenterConnection, VcenterTableSink
 
 log = logging.getLogger(__name__)
 
@@ -487,6 +490,38 @@ class HandlerStoreImpl:
         if table in ("jobs", "job_tasks"):
             raise ValueError("handlers do not write jobs or job_tasks directly; use ctx")
         return self._rest.insert(table, rows)
+
+    # -- the sync jobs (openmanage_sync, vcenter_sync): named operations, lib/sync/table_sink.py.
+    # Connection settings come back with the password already decrypted here; the encryption key
+    # and the stored (encrypted) values never reach the handler.
+    def openmanage_connection(self) -> OmeConnection:
+        from lib.sync.table_sink import read_ome_connection
+
+        return read_ome_connection(self._rest, self._encryption_key)
+
+    def vcenter_connections(self, ids: Sequence[str] | None) -> list[VcenterConnection]:
+        """vcenters by id, or (None) every vcenters row with sync_enabled."""
+        from lib.sync.table_sink import read_vcenter_connections
+
+        return read_vcenter_connections(self._rest, ids, self._encryption_key)
+
+    def ome_table_sink(self) -> OmeTableSink:
+        from lib.sync.table_sink import OmeTableSink
+
+        return OmeTableSink(self._rest)
+
+    def vcenter_table_sink(self, vcenter_id: str) -> VcenterTableSink:
+        from lib.sync.table_sink import VcenterTableSink
+
+        return VcenterTableSink(self._rest, vcenter_id)
+
+    def record_vcenter_sync(self, vcenter_id: str, status: str, error: str | None) -> None:
+        from lib.sync.table_sink import record_vcenter_sync
+
+        record_vcenter_sync(self._rest, vcenter_id, status, error)
+
+    def _encryption_key(self) -> str | None:
+        return self._jobs.activity_settings().get("encryption_key")
 
 
 def _require_columns(table: str, allowed: frozenset[str], names: Sequence[str]) -> None:
