@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lab.demo_parts import ROOT, Jobs, Stack, interrupts, run_program, spawn_json
 
@@ -131,9 +132,16 @@ def _run(stack: Stack, work: Path, empty_env: Path, started: float, summary: dic
         (encrypt_password("not-the-password", key),),
     )[0]["id"]
     vcenter_id = backend.sql(
-        "INSERT INTO vcenters (name, host, port, username) VALUES ('lab vCenter', %s, %s, %s) RETURNING id",
-        (vc.host, vc.port, vc.user),
+        "INSERT INTO vcenters (name, host, port, username, password_encrypted)"
+        " VALUES ('lab vCenter', %s, %s, %s, %s) RETURNING id",
+        (vc.host, vc.port, vc.user, encrypt_password(vc.password, key)),
     )[0]["id"]
+    ome_url = urlsplit(ome["url"])  # the openmanage_sync job reads its connection from here
+    backend.sql(
+        "INSERT INTO openmanage_settings (host, port, username, password, sync_enabled)"
+        " VALUES (%s, %s, %s, %s, true)",
+        (ome_url.hostname, ome_url.port, ome["username"], encrypt_password(ome["password"], key)),
+    )
     email, password = "operator@demo.local", "Demo-" + secrets.token_urlsafe(12)
     backend.create_user(email, password, role="operator")
     token = backend.create_api_token("demo")
