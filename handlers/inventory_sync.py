@@ -96,6 +96,28 @@ def _for_job(exc: AgentError, where: str, tls_setting: str) -> AgentError:
     return exc
 
 
+def run_reported(
+    ctx: JobContext, report: SyncReport, work: Callable[[], Any], *, where: str, tls_setting: str
+) -> Any:
+    """Run one sync with its report in details.result, also when it fails half-way."""
+    import time
+
+    started = time.monotonic()
+    try:
+        return work()
+    except AgentError as exc:
+        report.fail(exc)
+        if isinstance(exc, Interrupted):
+            raise
+        raise _for_job(exc, where, tls_setting) from None
+    except BaseException as exc:
+        report.fail(exc)
+        raise
+    finally:
+        report.elapsed_seconds = round(time.monotonic() - started, 3)
+        ctx.set_result(**report.to_dict())
+
+
 # ---------------------------------------------------------------------------------------------------
 # openmanage_sync
 # ---------------------------------------------------------------------------------------------------
@@ -162,28 +184,6 @@ class OpenManageSyncHandler(Handler):
                 f"partial sync: {len(report.failed)} device(s) or page(s) not saved "
                 f"(everything else was saved): {listed(report.failed)}"
             )
-
-
-def run_reported(
-    ctx: JobContext, report: SyncReport, work: Callable[[], Any], *, where: str, tls_setting: str
-) -> Any:
-    """Run one sync with its report in details.result, also when it fails half-way."""
-    import time
-
-    started = time.monotonic()
-    try:
-        return work()
-    except AgentError as exc:
-        report.fail(exc)
-        if isinstance(exc, Interrupted):
-            raise
-        raise _for_job(exc, where, tls_setting) from None
-    except BaseException as exc:
-        report.fail(exc)
-        raise
-    finally:
-        report.elapsed_seconds = round(time.monotonic() - started, 3)
-        ctx.set_result(**report.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------------

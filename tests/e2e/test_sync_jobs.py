@@ -155,10 +155,11 @@ def test_openmanage_job_writes_what_the_script_writes(ome_sim, clean_backend, tm
     seed_key(backend)
     seed_ome_settings(backend, sim)  # the password encrypted with activity_settings.encryption_key
     job_id = insert_job(backend, "openmanage_sync", details={"inventory": True})
-    run_executor(backend, tmp_path, OME_CA_BUNDLE=sim.ca_file, OME_BATCH_SIZE="64")
+    ex = run_executor(backend, tmp_path, OME_CA_BUNDLE=sim.ca_file, OME_BATCH_SIZE="64")
     row = job(backend, job_id)
     assert row["status"] == "completed", row["details"]
     by_job = comparable_servers(backend)
+    assert sim.password not in ex.output  # nor in the executor's own log
 
     assert by_job == by_script
     assert by_job["NOIDRAC"]["notes"] == "kept" and by_job["NOIDRAC"]["ip_address"] != "stale"
@@ -455,6 +456,25 @@ def test_vcenter_job_unknown_id_fails_in_preflight(clean_backend, tmp_path):
     run_executor(backend, tmp_path)
     d = job(backend, none_enabled)["details"]
     assert d["phase"] == "preflight" and "sync_enabled" in d["error"]
+
+
+def test_vcenter_job_adopts_host_rows_the_script_wrote_without_vcenter_id(vcsim, clean_backend, tmp_path):
+    """The script run without VCENTER_ID leaves vcenter_id NULL; the job upserts on (vcenter_id,
+    source_vcenter_id) and must take such a row over rather than write the host a second time."""
+    backend = clean_backend
+    oracle = vcsim.inventory()
+    seed_key(backend)
+    vc_id = seed_vcenter(backend, vcsim)
+    moref = sorted(h["moref"] for h in oracle.values())[0]
+    backend.sql("INSERT INTO vcenter_hosts (source_vcenter_id, name) VALUES (%s, 'old name')", (moref,))
+    job_id = insert_job(backend, "vcenter_sync", scope={"vcenter_ids": vc_id})
+    run_executor(backend, tmp_path, VCENTER_CA_BUNDLE=vcsim.cert_file)
+    assert job(backend, job_id)["status"] == "completed"
+    rows = backend.sql("SELECT * FROM vcenter_hosts WHERE source_vcenter_id = %s", (moref,))
+    assert len(rows) == 1 and str(rows[0]["vcenter_id"]) == vc_id and rows[0]["name"] != "old name"
+    report = job(backend, job_id)["details"]["result"]["vcenters"][0]["report"]
+    assert (report["new"], report["updated"]) == (len(oracle) - 1, 1)
+    assert backend.sql("SELECT count(*) AS n FROM vcenter_hosts")[0]["n"] == len(oracle)
 
 
 pytestmark = pytest.mark.timeout(600)
