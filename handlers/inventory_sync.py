@@ -17,6 +17,7 @@ so a cancel stops the sync at the next page or batch (what was saved stays saved
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -100,8 +101,6 @@ def run_reported(
     ctx: JobContext, report: SyncReport, work: Callable[[], Any], *, where: str, tls_setting: str
 ) -> Any:
     """Run one sync with its report in details.result, also when it fails half-way."""
-    import time
-
     started = time.monotonic()
     try:
         return work()
@@ -281,6 +280,7 @@ class VcenterSyncHandler(Handler):
             send = job_sender(ctx, ctx.store.vcenter_table_sink(conn.id).send, f"vCenter {conn.name} hosts")
             progress = JobProgress(ctx, f"vCenter {conn.name} hosts saved", start=start, span=span)
             ctx.check()
+            started = time.monotonic()
             try:
                 inv = sync_vcenter(vc, lambda _inv: send, options, report, progress=progress)
                 ctx.log(
@@ -294,6 +294,8 @@ class VcenterSyncHandler(Handler):
             except AgentError as exc:
                 report.fail(exc)
                 exception = _for_job(exc, f"DSM's vCenter settings ({conn.name})", "VCENTER_CA_BUNDLE")
+            finally:
+                report.elapsed_seconds = round(time.monotonic() - started, 3)
         status = report.status
         error = (
             report.error if status == "failed" else (listed(report.failed) if status == "partial" else None)
