@@ -68,7 +68,7 @@ handlers at run time with `handlers.register(...)` or EXECUTOR_EXTRA_HANDLERS=mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -161,7 +161,17 @@ class HandlerStore(Protocol):
         of lib.executor.store.HANDLER_READABLE (ValueError otherwise). Filters: PostgREST params."""
         ...
 
-    def insert(self, table: str, rows: Mapping[str, Any] | list[Mapping[str, Any]]) -> list[dict]: ...
+    def insert(self, table: str, rows: Mapping[str, Any] | list[Mapping[str, Any]]) -> list[dict]:
+        """Insert rows; refused (ValueError) for the tables in lib.executor.store.HANDLER_UNWRITABLE."""
+        ...
+
+    # The sync jobs' settings and sinks: passwords are read and decrypted inside the store, never
+    # through select().
+    def openmanage_connection(self) -> Any: ...
+    def vcenter_connections(self, ids: Sequence[str] | None) -> list[Any]: ...
+    def ome_table_sink(self) -> Any: ...
+    def vcenter_table_sink(self, vcenter_id: str) -> Any: ...
+    def record_vcenter_sync(self, vcenter_id: str, status: str, error: str | None) -> None: ...
 
 
 class JobContext(Protocol):

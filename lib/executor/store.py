@@ -49,6 +49,25 @@ SERVER_WRITABLE = frozenset(
 )
 
 
+# Tables a handler must never insert into directly: the runner's bookkeeping (jobs, tasks, audit),
+# credentials and settings (secrets), and what identifies users and executors.
+HANDLER_UNWRITABLE = frozenset(
+    {
+        "jobs",
+        "job_tasks",
+        "idrac_commands",
+        "workflow_executions",
+        "executor_heartbeats",
+        "executor_server_locks",
+        "credential_sets",
+        "credential_ip_ranges",
+        "activity_settings",
+        "openmanage_settings",
+        "vcenters",
+        "api_tokens",
+        "user_roles",
+    }
+)
 # What a handler may read through ctx.store.select: table -> readable columns. Never a secret
 # column (servers.idrac_password_encrypted, vcenters.password_encrypted), never activity_settings
 # (encryption_key) or credential_sets: credentials come decrypted through ctx.credentials_for.
@@ -487,8 +506,8 @@ class HandlerStoreImpl:
         return self._rest.select(table, query, columns=",".join(wanted))
 
     def insert(self, table: str, rows: Mapping[str, Any] | list[Mapping[str, Any]]) -> list[dict]:
-        if table in ("jobs", "job_tasks"):
-            raise ValueError("handlers do not write jobs or job_tasks directly; use ctx")
+        if table in HANDLER_UNWRITABLE:
+            raise ValueError(f"handlers do not insert into {table}: use ctx or a named store method")
         return self._rest.insert(table, rows)
 
     # -- the sync jobs (openmanage_sync, vcenter_sync): named operations, lib/sync/table_sink.py.

@@ -198,6 +198,17 @@ def test_handlers_read_only_allowed_tables_and_columns(clean_backend, store):
     ):
         with pytest.raises(ValueError):
             hs.select(table, params)
+    for table in (
+        "jobs",
+        "job_tasks",
+        "credential_sets",
+        "activity_settings",
+        "idrac_commands",
+        "api_tokens",
+    ):
+        with pytest.raises(ValueError):
+            hs.insert(table, {"name": "x"})
+    assert clean_backend.sql("SELECT count(*) AS n FROM credential_sets")[0]["n"] == 0
 
 
 def test_migration_applies_twice_without_change(clean_backend):
