@@ -184,6 +184,7 @@ class SimBMC:
         self.down_until = 0.0
         self._stopped = False
         self._tls: ssl.SSLContext | None = None
+        self.inventory = SimInventory(self.service_tag)  # firmware, BIOS attributes, logs (read-only)
 
     # ---- addresses ---------------------------------------------------------------------
     @property
@@ -467,10 +468,10 @@ class SimBMC:
         return None
 
     # ---- resources (lock held by the caller through resource()) -------------------------
-    def resource(self, path: str) -> dict[str, Any] | None:
+    def resource(self, path: str, query: str = "") -> dict[str, Any] | None:
         with self.lock:
             self._settle()
-            return _resources(self, path)
+            return _inventory_resource(self, path, query) or _resources(self, path)
 
 
 def _iso(epoch: float) -> str:
@@ -548,6 +549,7 @@ def _resources(b: SimBMC, path: str) -> dict[str, Any] | None:
             },
             "MemorySummary": {"TotalSystemMemoryGiB": 256, "Status": _status("OK", "OK")},
             "Storage": _member(f"{SYSTEM}/Storage"),
+            "Bios": _member(BIOS),
             "Links": {"Chassis": [_member(CHASSIS)], "ManagedBy": [_member(MANAGER)]},
             "Actions": {
                 "#ComputerSystem.Reset": {
@@ -580,6 +582,7 @@ def _resources(b: SimBMC, path: str) -> dict[str, Any] | None:
             "Model": "16G Monolithic",
             "FirmwareVersion": FIRMWARE,
             "Status": _status("OK"),
+            "LogServices": _member(LOG_SERVICES),
             "Actions": {
                 "#Manager.Reset": {
                     "target": f"{MANAGER}/Actions/Manager.Reset",
@@ -664,6 +667,8 @@ def service_root(b: SimBMC) -> dict[str, Any]:
         "RedfishVersion": "1.19.0",
         "Systems": _member(f"{ROOT}/Systems"),
         "Managers": _member(f"{ROOT}/Managers"),
+        "UpdateService": _member(UPDATE_SERVICE),
+        "Registries": _member(REGISTRIES),
         "Chassis": _member(f"{ROOT}/Chassis"),
         "Links": {"Sessions": _member(SESSIONS)},
         "Oem": {"Dell": {"ServiceTag": b.service_tag, "IsBranded": 0}},
@@ -674,6 +679,196 @@ def service_root(b: SimBMC) -> dict[str, Any]:
         root["RedfishVersion"] = "1.0.2"
         del root["Links"]
     return root
+
+
+# ---- read-only inventory: firmware inventory, BIOS attributes, SEL and Lifecycle log --------
+# Dell's shapes: FirmwareInventory members named <State>-<SoftwareId>-<Version>[__<FQDD>] (Installed
+# and Previous), Bios.Attributes with the AttributeRegistry name, the registry's RegistryEntries
+# typing password attributes "Password", LogServices Sel and Lclog whose Entries are inline LogEntry
+# members, newest first, paged with Members@odata.nextLink (`?$skip=N`).
+UPDATE_SERVICE = f"{ROOT}/UpdateService"
+FIRMWARE_INVENTORY = f"{UPDATE_SERVICE}/FirmwareInventory"
+BIOS = f"{SYSTEM}/Bios"
+BIOS_REGISTRY = "BiosAttributeRegistry.v1_0_3"
+REGISTRIES = f"{ROOT}/Registries"
+LOG_SERVICES = f"{MANAGER}/LogServices"
+LOG_IDS = {"Sel": "SEL", "Lclog": "Event"}  # LogService id -> EntryType of its entries
+
+
+@dataclass
+class SimInventory:
+    """What the read-only jobs read. Tests change the fields directly (in process)."""
+
+    service_tag: str
+    firmware: list[dict[str, Any]] = field(default_factory=list)
+    bios_attributes: dict[str, Any] = field(default_factory=dict)
+    password_attributes: set[str] = field(default_factory=set)  # typed Password in the registry
+    logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # oldest first, served reversed
+    log_page_size: int = 50
+    pages_served: int = 0
+
+    def __post_init__(self) -> None:
+        bios = "1.13.2"
+        self.firmware = [
+            _fw("Installed", "25227", FIRMWARE, "Integrated Dell Remote Access Controller"),
+            _fw("Installed", "159", bios, "BIOS"),
+            _fw("Previous", "159", "1.12.0", "BIOS"),
+            _fw("Installed", "28897", FIRMWARE, "Lifecycle Controller", updateable=False),
+            _fw("Installed", "110637", "52.26.0-5179", "PERC H755 Front", fqdd="RAID.Integrated.1-1"),
+            _fw(
+                "Installed",
+                "104473",
+                "22.31.6",
+                "Broadcom Gigabit Ethernet BCM5720",
+                fqdd="NIC.Embedded.1-1-1",
+            ),
+        ]
+        self.bios_attributes = {
+            "BootMode": "Uefi",
+            "SysProfile": "PerfOptimized",
+            "LogicalProc": "Enabled",
+            "ProcVirtualization": "Enabled",
+            "MemOpMode": "OptimizerMode",
+            "SystemServiceTag": self.service_tag,
+            "PasswordStatus": "Unlocked",
+            "SysPassword": None,  # iDRAC answers null for the password attributes
+            "SetupPassword": None,
+            "IscsiDev1Con1ChapSecret": "sim-chap-secret-1",
+        }
+        self.password_attributes = {"SysPassword", "SetupPassword", "IscsiDev1Con1ChapSecret"}
+        self.set_log("Sel", 3)
+        self.set_log("Lclog", 5)
+
+    def set_log(self, service: str, count: int, message: str | None = None) -> None:
+        """Replace a log with `count` entries, one a minute, the last one newest."""
+        start = time.time() - 60.0 * count
+        kind = LOG_IDS[service]
+        self.logs[service] = [
+            {
+                "@odata.id": f"{LOG_SERVICES}/{service}/Entries/{i}",
+                "@odata.type": "#LogEntry.v1_15_0.LogEntry",
+                "Id": str(i),
+                "Name": f"Log Entry {i}",
+                "Created": _iso(start + 60.0 * i),
+                "EntryType": kind,
+                "Severity": "Warning" if i % 10 == 0 else "OK",
+                "Message": message or f"{service} entry {i}",
+                "MessageId": "IDRAC.2.9.PSU0003" if kind == "SEL" else "IDRAC.2.9.USR0030",
+                "MessageArgs": [],
+            }
+            for i in range(1, count + 1)
+        ]
+
+
+def _fw(
+    state: str, sw_id: str, version: str, name: str, *, updateable: bool = True, fqdd: str = ""
+) -> dict[str, Any]:
+    ident = f"{state}-{sw_id}-{version}" + (f"__{fqdd}" if fqdd else "")
+    return {
+        "@odata.id": f"{FIRMWARE_INVENTORY}/{ident}",
+        "@odata.type": "#SoftwareInventory.v1_10_0.SoftwareInventory",
+        "Id": ident,
+        "Name": name,
+        "Version": version,
+        "Updateable": updateable,
+        "SoftwareId": sw_id,
+        "Status": {"Health": "OK", "State": "Enabled" if state == "Installed" else "Disabled"},
+    }
+
+
+def _skip(query: str) -> int:
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key in ("$skip", "%24skip"):
+            try:
+                return max(0, int(value))
+            except ValueError:
+                return 0
+    return 0
+
+
+def _inventory_resource(b: SimBMC, path: str, query: str) -> dict[str, Any] | None:
+    inv = b.inventory
+    if path == UPDATE_SERVICE:
+        return {
+            "@odata.id": path,
+            "@odata.type": "#UpdateService.v1_11_0.UpdateService",
+            "Id": "UpdateService",
+            "ServiceEnabled": True,
+            "FirmwareInventory": _member(FIRMWARE_INVENTORY),
+        }
+    if path == FIRMWARE_INVENTORY:
+        return _collection(path, "SoftwareInventory", [f["@odata.id"] for f in inv.firmware])
+    if path.startswith(FIRMWARE_INVENTORY + "/"):
+        return next((dict(f) for f in inv.firmware if f["@odata.id"] == path), None)
+    if path == BIOS:
+        return {
+            "@odata.id": path,
+            "@odata.type": "#Bios.v1_2_1.Bios",
+            "Id": "Bios",
+            "Name": "BIOS Configuration Current Settings",
+            "AttributeRegistry": BIOS_REGISTRY,
+            "Attributes": dict(inv.bios_attributes),
+            "@Redfish.Settings": {"SettingsObject": _member(f"{BIOS}/Settings")},
+        }
+    if path == REGISTRIES:
+        return _collection(path, "MessageRegistryFile", [f"{REGISTRIES}/BiosAttributeRegistry"])
+    if path == f"{REGISTRIES}/BiosAttributeRegistry":
+        return {
+            "@odata.id": path,
+            "@odata.type": "#MessageRegistryFile.v1_1_3.MessageRegistryFile",
+            "Id": "BiosAttributeRegistry",
+            "Registry": BIOS_REGISTRY,
+            "Location": [{"Language": "en", "Uri": f"{path}/{BIOS_REGISTRY}"}],
+        }
+    if path == f"{REGISTRIES}/BiosAttributeRegistry/{BIOS_REGISTRY}":
+        return {
+            "@odata.id": path,
+            "@odata.type": "#AttributeRegistry.v1_3_6.AttributeRegistry",
+            "Id": BIOS_REGISTRY,
+            "RegistryEntries": {
+                "Attributes": [
+                    {
+                        "AttributeName": name,
+                        "Type": "Password" if name in inv.password_attributes else "String",
+                        "ReadOnly": False,
+                    }
+                    for name in inv.bios_attributes
+                ]
+            },
+        }
+    if path == LOG_SERVICES:
+        return _collection(path, "LogService", [f"{LOG_SERVICES}/{s}" for s in LOG_IDS])
+    for service in LOG_IDS:
+        base = f"{LOG_SERVICES}/{service}"
+        if path == base:
+            return {
+                "@odata.id": base,
+                "@odata.type": "#LogService.v1_3_0.LogService",
+                "Id": service,
+                "Name": "SEL Log Service" if service == "Sel" else "LC Log Service",
+                "ServiceEnabled": True,
+                "Entries": _member(f"{base}/Entries"),
+            }
+        if path == f"{base}/Entries":
+            return _log_page(inv, base, service, _skip(query))
+    return None
+
+
+def _log_page(inv: SimInventory, base: str, service: str, skip: int) -> dict[str, Any]:
+    entries = inv.logs.get(service, [])[::-1]  # iDRAC lists the newest entry first
+    page = entries[skip : skip + inv.log_page_size]
+    inv.pages_served += 1
+    body: dict[str, Any] = {
+        "@odata.id": f"{base}/Entries",
+        "@odata.type": "#LogEntryCollection.LogEntryCollection",
+        "Name": "Log Entry Collection",
+        "Members": page,
+        "Members@odata.count": len(entries),
+    }
+    if skip + inv.log_page_size < len(entries):
+        body["Members@odata.nextLink"] = f"{base}/Entries?$skip={skip + inv.log_page_size}"
+    return body
 
 
 class _BMCServer(ThreadingHTTPServer):
@@ -775,7 +970,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(
                 401, error_body(ACCESS_DENIED), {"WWW-Authenticate": 'Basic realm="RedfishService"'}
             )
-        res = self.bmc.resource(path)
+        res = self.bmc.resource(path, self.path.partition("?")[2])
         if res is None:
             return self._not_found(path)
         return self._send(200, res)

@@ -682,3 +682,196 @@ def client_for(ctx: Any, server: Any, credentials: Any, *, settings: Any = None)
         busy_retry=busy_policy(cfg.idrac_busy_retry_seconds),
         sleep=ctx.sleep,
     )
+
+
+# ---- read-only inventory: firmware, BIOS attributes, log entries -------------------------------
+# Every helper below only GETs. Paths are discovered from links (service root -> UpdateService ->
+# FirmwareInventory; system -> Bios; Managers/Systems -> LogServices -> Entries), never hard-coded.
+
+# Dell names firmware inventory members <State>-<SoftwareId>-<Version>[__<FQDD>]; only the installed
+# ones describe the server (Previous-/Available- are rollback images and staged packages).
+DELL_INVENTORY_STATES = ("Installed-", "Previous-", "Available-", "Current-")
+LOG_SERVICE_IDS = {"sel": ("sel",), "lifecycle": ("lclog",)}  # last path segment, lower case
+MAX_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class FirmwareComponent:
+    id: str
+    name: str
+    version: str | None
+    updateable: bool | None
+    software_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_firmware_member(body: dict[str, Any]) -> FirmwareComponent:
+    """A SoftwareInventory resource -> FirmwareComponent (the fields DSM shows)."""
+    ident = str(body.get("Id") or (_odata_id(body) or "").rsplit("/", 1)[-1])
+    upd = body.get("Updateable")
+    return FirmwareComponent(
+        id=ident,
+        name=str(body.get("Name") or ident),
+        version=str(body["Version"]) if body.get("Version") is not None else None,
+        updateable=upd if isinstance(upd, bool) else None,
+        software_id=str(body["SoftwareId"]) if body.get("SoftwareId") not in (None, "") else None,
+    )
+
+
+def installed_members(links: list[str]) -> list[str]:
+    """The members that describe what is installed: on Dell the `Installed-` ones; elsewhere all."""
+    tail = [link.rstrip("/").rsplit("/", 1)[-1] for link in links]
+    if any(t.startswith(DELL_INVENTORY_STATES) for t in tail):
+        return [link for link, t in zip(links, tail, strict=True) if t.startswith("Installed-")]
+    return links
+
+
+def is_secret_attribute(name: str, password_names: frozenset[str] = frozenset()) -> bool:
+    """A BIOS attribute never to store: its name says password, or the registry types it Password."""
+    return "password" in name.lower() or name in password_names
+
+
+def parse_log_entry(body: dict[str, Any]) -> dict[str, Any]:
+    """A LogEntry -> the fields DSM keeps (message clipped: a SEL/LC message is short by nature)."""
+    msg = body.get("Message")
+    return {
+        "id": str(body.get("Id") or ""),
+        "created": body.get("Created"),
+        "severity": body.get("Severity"),
+        "message": redact(str(msg))[:MAX_MESSAGE_CHARS] if msg is not None else None,
+        "message_id": body.get("MessageId"),
+        "entry_type": body.get("EntryType"),
+    }
+
+
+def newest_first(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sort by `created` (ISO 8601 with offset), newest first; unparsable times go last."""
+
+    def key(e: dict[str, Any]) -> float:
+        try:
+            return _parse_time(str(e.get("created"))).timestamp()
+        except ValueError:
+            return float("-inf")
+
+    return sorted(entries, key=key, reverse=True)
+
+
+def _parse_time(text: str) -> Any:
+    import datetime as _dt  # local: only the log helpers parse times
+
+    value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
+
+
+def iter_collection(
+    client: RedfishClient, path: str, *, what: str, limit: int | None = None
+) -> Iterator[Any]:
+    """Members of a collection, following Members@odata.nextLink page by page, at most `limit`."""
+    seen = 0
+    next_path: str | None = path
+    pages = 0
+    while next_path:
+        pages += 1
+        body = client.get(next_path, what=what)
+        for member in body.get("Members") or []:
+            if limit is not None and seen >= limit:
+                return
+            seen += 1
+            yield member
+        link = body.get("Members@odata.nextLink")
+        next_path = str(link) if link and pages < 10_000 and link != next_path else None
+
+
+def firmware_inventory(client: RedfishClient) -> list[FirmwareComponent]:
+    """The installed firmware components, from UpdateService.FirmwareInventory."""
+    update = _odata_id(client.root().get("UpdateService"))
+    if not update:
+        raise RemoteError(
+            f"iDRAC {client.address}: the service root has no UpdateService", hint=HINTS["missing"]
+        )
+    inv = _odata_id(client.get(update, what="reading the UpdateService").get("FirmwareInventory"))
+    if not inv:
+        raise RemoteError(
+            f"iDRAC {client.address}: UpdateService has no FirmwareInventory", hint=HINTS["missing"]
+        )
+    members = list(iter_collection(client, inv, what="listing the firmware inventory"))
+    inline = [m for m in members if isinstance(m, dict) and "Version" in m]
+    if inline and len(inline) == len(members):  # an expanded collection: no GET per member
+        return [parse_firmware_member(m) for m in inline]
+    links = installed_members([x for x in (_odata_id(m) for m in members) if x])
+    return [parse_firmware_member(client.get(link, what="reading a firmware component")) for link in links]
+
+
+def bios_attributes(client: RedfishClient, system: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{"attributes": {...}, "password_names": frozenset, "registry": name or None, "registry_read": bool}.
+    The attribute registry (when the BMC publishes it) names attributes typed Password; reading it
+    is best effort: the name filter applies regardless."""
+    system = system or client.system()
+    link = _odata_id(system.get("Bios"))
+    if not link:
+        raise RemoteError(f"iDRAC {client.address}: the system has no Bios resource", hint=HINTS["missing"])
+    bios = client.get(link, what="reading BIOS attributes")
+    attrs = bios.get("Attributes") if isinstance(bios.get("Attributes"), dict) else {}
+    registry = bios.get("AttributeRegistry")
+    names: frozenset[str] = frozenset()
+    read = False
+    if registry:
+        try:
+            names, read = _password_attribute_names(client, str(registry))
+        except AgentError as exc:
+            log.info("iDRAC %s: BIOS attribute registry not read: %s", client.address, exc)
+    return {"attributes": dict(attrs), "password_names": names, "registry": registry, "registry_read": read}
+
+
+def _password_attribute_names(client: RedfishClient, registry: str) -> tuple[frozenset[str], bool]:
+    regs = _odata_id(client.root().get("Registries"))
+    if not regs:
+        return frozenset(), False
+    base = registry.split(".", 1)[0]
+    for member in client.members(regs):
+        tail = member.rstrip("/").rsplit("/", 1)[-1]
+        if tail not in (registry, base):
+            continue
+        file = client.get(member, what="reading the registry file")
+        uris = [loc.get("Uri") for loc in file.get("Location") or [] if isinstance(loc, dict)]
+        uri = next((u for u in uris if u), None)
+        if not uri:
+            return frozenset(), False
+        body = client.get(uri, what="reading the BIOS attribute registry")
+        entries = (body.get("RegistryEntries") or {}).get("Attributes") or []
+        return (
+            frozenset(str(a.get("AttributeName")) for a in entries if a.get("Type") == "Password"),
+            True,
+        )
+    return frozenset(), False
+
+
+def log_entries_path(client: RedfishClient, kind: str) -> str | None:
+    """The Entries collection of the SEL ("sel") or Dell's Lifecycle log ("lifecycle"), found in
+    the manager's and then the system's LogServices (iDRAC moved the SEL between them)."""
+    wanted = LOG_SERVICE_IDS[kind]
+    owners = [client.manager_path(), client.system_path()]
+    for owner in owners:
+        services = _odata_id(client.get(owner, what="reading log services").get("LogServices"))
+        if not services:
+            continue
+        for member in client.members(services):
+            if member.rstrip("/").rsplit("/", 1)[-1].lower() in wanted:
+                entries = _odata_id(client.get(member, what=f"reading the {kind} log service").get("Entries"))
+                if entries:
+                    return entries
+    return None
+
+
+def log_entries(client: RedfishClient, path: str, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` entries of a log (pages followed), newest first. iDRAC serves newest first,
+    so the first `limit` read are the newest."""
+    out = []
+    for member in iter_collection(client, path, what="reading log entries", limit=limit):
+        if isinstance(member, dict) and "Id" not in member and _odata_id(member):
+            member = client.get(_odata_id(member) or "", what="reading a log entry")
+        if isinstance(member, dict):
+            out.append(parse_log_entry(member))
+    return newest_first(out)
