@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # The ONE table of built-in handlers: job_type -> "module:Class". Keep it sorted by job type.
 HANDLERS: dict[str, str] = {
+    "bios_config_read": "handlers.inventory:BiosConfigReadHandler",
+    "fetch_event_logs": "handlers.inventory:FetchEventLogsHandler",
+    "firmware_inventory_scan": "handlers.inventory:FirmwareInventoryScanHandler",
     "health_check": "handlers.health:HealthCheckHandler",
     "openmanage_sync": "handlers.inventory_sync:OpenManageSyncHandler",
     "power_action": "handlers.power:PowerActionHandler",
@@ -40,6 +43,7 @@ _instances: dict[str, Handler] = {}  # job_type -> instance (one instance per cl
 _by_class: dict[type, Handler] = {}
 _extra: dict[str, type[Handler]] = {}  # registered at run time (tests, benches)
 _broken: dict[str, str] = {}  # job_type -> why its module could not be loaded
+_extra_modules: dict[str, str] = {}  # module -> its file, imported through EXECUTOR_EXTRA_HANDLERS
 
 
 def register(handler_cls: type[Handler], job_types: Iterable[str] | None = None) -> None:
@@ -67,6 +71,7 @@ def reset_extra() -> None:
         for jt in list(_extra):
             _instances.pop(jt, None)
         _extra.clear()
+        _extra_modules.clear()
 
 
 def load_extra(spec: str | None) -> list[str]:
@@ -79,7 +84,8 @@ def load_extra(spec: str | None) -> list[str]:
             continue
         module_name, _, attr = item.partition(":")
         try:
-            obj = getattr(importlib.import_module(module_name), attr or "HANDLERS")
+            module = importlib.import_module(module_name)
+            obj = getattr(module, attr or "HANDLERS")
         except Exception as exc:  # any import-time failure is a configuration problem here
             raise ConfigError(
                 f"EXECUTOR_EXTRA_HANDLERS: cannot load {item!r}: {type(exc).__name__}: {exc}",
@@ -95,7 +101,16 @@ def load_extra(spec: str | None) -> list[str]:
                 )
             register(cls)
             added.extend(cls.job_types)
+        with _lock:
+            _extra_modules[module_name] = str(getattr(module, "__file__", None) or "?")
     return added
+
+
+def extra_modules() -> dict[str, str]:
+    """Modules imported through EXECUTOR_EXTRA_HANDLERS (name -> file), for the start-up warning
+    and --check: code from outside the handler table runs in this executor."""
+    with _lock:
+        return dict(_extra_modules)
 
 
 def _instantiate(cls: type[Handler]) -> Handler:
