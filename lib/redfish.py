@@ -19,6 +19,7 @@ Systems, Managers and Chassis collections; actions from their `target`.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import threading
 import time
@@ -758,11 +759,9 @@ def newest_first(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(entries, key=key, reverse=True)
 
 
-def _parse_time(text: str) -> Any:
-    import datetime as _dt  # local: only the log helpers parse times
-
-    value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
+def _parse_time(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def iter_collection(
@@ -780,6 +779,8 @@ def iter_collection(
                 return
             seen += 1
             yield member
+        if limit is not None and seen >= limit:
+            return  # do not read a page that would not be used
         link = body.get("Members@odata.nextLink")
         next_path = str(link) if link and pages < 10_000 and link != next_path else None
 
