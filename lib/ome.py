@@ -290,15 +290,22 @@ class OmeAuth:
         with self._lock:
             if self.token == stale_token:
                 log.info("OME session expired (HTTP 401): logging in again")
-                self.token = None
+                # Delete the old session first: when the 401 did not end it (OME keeps sessions
+                # until they time out), each retry would otherwise hold one of the user's 100.
+                token, sid, self.token, self.session_id = self.token, self.session_id, None, None
+                self._delete_session(token, sid)
                 self.login()
             assert self.token is not None
             return self.token
 
     def logout(self) -> None:
-        if not self.token or not self.session_id:
-            return
         token, sid, self.token = self.token, self.session_id, None
+        self._delete_session(token, sid)
+
+    def _delete_session(self, token: str | None, sid: str | None) -> None:
+        """DELETE one OME session; best effort, never raises (401/404: already gone)."""
+        if not token or not sid:
+            return
         try:
             resp = self.http.request(
                 "DELETE",

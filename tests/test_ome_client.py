@@ -331,10 +331,18 @@ def test_reauthenticates_once_on_401():
     )
     responses.get(URL + "/api/ApplicationService/Info", status=401, json={})
     responses.get(URL + "/api/ApplicationService/Info", json={"Version": "4.1.0"})
+    responses.delete(URL + "/api/SessionService/Sessions('s1')", status=204)
     responses.delete(URL + "/api/SessionService/Sessions('s2')", status=204)
     with client() as c:
         assert c.app_info()["Version"] == "4.1.0"
-    assert [c.request.headers.get("X-Auth-Token") for c in responses.calls[1:4:2]] == ["old", "new"]
+    # the old session is deleted (with its own token) before the new login: no leaked session
+    assert [(c.request.method, c.request.headers.get("X-Auth-Token")) for c in responses.calls[1:5]] == [
+        ("GET", "old"),
+        ("DELETE", "old"),
+        ("POST", None),
+        ("GET", "new"),
+    ]
+    assert responses.calls[2].request.url.endswith("Sessions('s1')")
     assert responses.calls[-1].request.url.endswith("Sessions('s2')")
 
 

@@ -282,9 +282,9 @@ def test_fatal_error_mid_sync_still_reports_what_was_saved(ome_sim, clean_backen
     assert rep["status"] == "failed" and "OME rejected a fresh session" in rep["error"]
     saved = len(servers(backend))
     assert rep["sent"] == rep["new"] == saved > 0  # the batches before the failure were saved, and say so
-    # the session held at the end was deleted (the injected 401 leaves the first one valid in the
-    # simulator, where a real 401 means it had expired)
-    assert sim.stats()["sessions_deleted"] == 1
+    # both sessions were deleted: the first (the injected 401 leaves it valid in the simulator) before
+    # logging in again, the one held at the end on the way out
+    assert sim.stats()["sessions_deleted"] == 2 and sim.stats()["open_sessions"] == 0
     # without --json the same report goes to the log, before the error line
     proc = run(tmp_path, env, "--batch-size", "40")
     assert proc.returncode == 3 and proc.stdout == ""
