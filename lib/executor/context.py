@@ -11,11 +11,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from lib.dsm.credentials import CredentialResolver, host_of, ip_in_range
 from lib.errors import AgentError
 from lib.executor.errors import (
+    AlreadyDone,
     Interrupted,
     InvalidJobInput,
     JobCancelled,
@@ -143,6 +145,7 @@ class JobContextImpl:
         self._steps = threading.local()
         self.current_step = "claimed"
         self.current_retry_safe = True
+        self._step_count = 0  # workflow_executions.step_number of the last step entered
         self.phase = Phase.VALIDATE
         self._result: dict[str, Any] = {}
         self._targets: list[Server] | None = None
@@ -203,6 +206,7 @@ class JobContextImpl:
             stack = self._steps.stack = []
         stack.append((name, retry_safe))
         self._enter_step(name, retry_safe)
+        row = self._step_started(name, retry_safe)
         try:
             yield
         except BaseException as exc:
@@ -210,7 +214,10 @@ class JobContextImpl:
                 with contextlib.suppress(AttributeError, TypeError):
                     exc._dsm_step = name  # type: ignore[attr-defined]
                     exc._dsm_retry_safe = retry_safe  # type: ignore[attr-defined]
+            self._step_ended(row, exc)
             raise
+        else:
+            self._step_ended(row, None)
         finally:
             stack.pop()
             if stack:
@@ -222,6 +229,57 @@ class JobContextImpl:
         self.writer.patch(current_step=name, step_retry_safe=retry_safe)
         if announce:
             self.writer.line(f"step: {name}")
+
+    def _step_started(self, name: str, retry_safe: bool) -> dict[str, Any]:
+        """The workflow_executions row of a step entered now (status running), buffered."""
+        with self._lock:
+            self._step_count += 1
+            number = self._step_count
+        server: Server | None = getattr(self._steps, "server", None)  # set inside run_per_target
+        row: dict[str, Any] = {
+            "id": str(uuid.uuid4()),  # made here: a re-sent write is recognised
+            "workflow_type": self.job.job_type,
+            "step_number": number,
+            "step_name": redact(str(name))[:500],
+            "step_status": "running",
+            "step_started_at": _now_iso(),
+            "step_details": {
+                "phase": self.phase.value,
+                "retry_safe": retry_safe,
+                "executor_id": self.executor_id,
+            },
+            "server_id": server.id if server else None,
+            "host_id": server.vcenter_host_id if server else None,
+        }
+        self.writer.step_row(row)
+        return row
+
+    def skipped_step(self, name: str, reason: str) -> None:
+        """A step the runner did not run (execute when preflight found the work already done)."""
+        row = self._step_started(name, retry_safe=True)
+        details = {**row["step_details"], "reason": redact(str(reason))[:1000]}
+        self.writer.step_row(
+            {
+                **row,
+                "step_status": "skipped",
+                "step_completed_at": row["step_started_at"],
+                "step_details": details,
+            }
+        )
+
+    def _step_ended(self, row: dict[str, Any], exc: BaseException | None) -> None:
+        """Close a step's row: completed, or failed with the (redacted) error. An interrupted step
+        (cancel, pause, shutdown) is failed too, with the reason: it started and did not finish.
+        A lost lease writes nothing (the writer drops everything once the job is not ours)."""
+        # The whole row again: should the start write never have landed, the end still inserts it.
+        end: dict[str, Any] = {**row, "step_status": "completed", "step_completed_at": _now_iso()}
+        if exc is not None and not isinstance(exc, AlreadyDone):
+            end["step_status"] = "failed"
+            end["step_error"] = _step_error(exc)
+            if isinstance(exc, Interrupted):
+                word = _INTERRUPT_WORD.get(type(exc), "interrupted")
+                end["step_details"] = {**row["step_details"], "interrupted": word}
+        self.writer.step_row(end)
 
     def log(self, msg: str, level: str = "INFO") -> None:
         self.writer.line(msg, level)
@@ -266,6 +324,7 @@ class JobContextImpl:
 
         def one(server: Server) -> TargetResult:
             task = self.task(server)
+            self._steps.server = server  # step rows opened by fn name this server
             if self._interrupt.is_set():
                 task.cancel()
                 return TargetResult(server, False, error="not started: job interrupted")
@@ -357,6 +416,32 @@ class JobContextImpl:
                 "source": "job_executor",
             }
         )
+
+
+_INTERRUPT_WORD: dict[type, str] = {
+    JobCancelled: "cancelled",
+    JobPaused: "paused",
+    ShutdownInterrupt: "executor shut down",
+    LeaseLost: "lease lost",
+}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _step_error(exc: BaseException) -> str:
+    """The step_error text: redacted and bounded, like the job's details.error."""
+    if isinstance(exc, Interrupted):
+        word = _INTERRUPT_WORD.get(type(exc), "interrupted")
+        return f"{word} during this step"
+    if isinstance(exc, InvalidJobInput):
+        text = redact(str(exc.message))
+    else:
+        text = redact(str(exc)) or type(exc).__name__
+        if not isinstance(exc, AgentError | TimeoutError):
+            text = f"{type(exc).__name__}: {text}"
+    return text[:2000]
 
 
 def _level(level: str) -> int:

@@ -127,6 +127,8 @@ class JobRun:
                 ctx.set_phase(Phase.EXECUTE)
                 with ctx.step("execute", retry_safe=False):
                     handler.execute(ctx, params)
+            else:
+                ctx.skipped_step("execute", f"already done: {already}")
             ctx.set_phase(Phase.POSTCHECK)
             with ctx.step("postcheck", retry_safe=True):
                 handler.postcheck(ctx, params)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIGRATION_FILE = "supabase/migrations/0002_executor.sql"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: executor_upsert_steps (workflow_executions step rows)
 MAX_CONSOLE_LOG = 500  # details.console_log keeps the last N lines
 
 # Columns of a servers row a handler may write through ctx.store.update_server.
@@ -356,6 +356,37 @@ class JobStore:
     def insert_audit(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """idrac_commands rows, each with a client-made id: a re-sent batch inserts nothing twice."""
         self.rest.upsert("idrac_commands", [dict(r) for r in rows], on_conflict="id", ignore_duplicates=True)
+
+    def upsert_steps(
+        self, claim: Claim, rows: Sequence[Mapping[str, Any]], *, allow_cancelled: bool = False
+    ) -> bool:
+        """workflow_executions step rows of a job we own, applied in order. Each row carries a
+        client-made id: re-sending is a no-op and an older write never undoes a newer one. False
+        when the job is no longer ours (nothing written)."""
+        return bool(
+            self.rest.rpc(
+                "executor_upsert_steps",
+                {
+                    "p_job_id": claim.job_id,
+                    "p_claim_token": claim.claim_token,
+                    "p_steps": [dict(r) for r in rows],
+                    "p_allow_cancelled": allow_cancelled,
+                },
+                idempotent=True,
+            )
+        )
+
+    def last_step_number(self, job_id: str) -> int:
+        """The highest workflow_executions.step_number of a job (0 when none): a job run again
+        (paused, then set back to pending) numbers its new steps after the old ones."""
+        rows = self.rest.select(
+            "workflow_executions",
+            {"job_id": f"eq.{job_id}"},
+            columns="step_number",
+            order="step_number.desc",
+            limit=1,
+        )
+        return int(rows[0]["step_number"]) if rows else 0
 
     def unhandled_pending_types(self, served: Sequence[str]) -> list[str]:
         """Job types of pending jobs that none of `served` covers (they stay pending)."""

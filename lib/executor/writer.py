@@ -10,7 +10,9 @@ not ours any more (taken over, failed as stale) is never written again.
 Exactly once: a batch taken from the buffer gets a sequence number and stays "in flight" until the
 backend confirms it; after an ambiguous failure (a timeout after the commit) the SAME batch is
 re-sent with the same number and the SQL skips it when already applied. New lines wait for the next
-batch. Audit rows carry a client-made id and are inserted with ignore-duplicates.
+batch. Audit rows carry a client-made id and are inserted with ignore-duplicates. Step rows
+(workflow_executions) carry a client-made id too and are sent in order until confirmed; the SQL
+applies a re-sent one as a no-op.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_BUFFERED_LINES = 5000
 MAX_LINE_CHARS = 2000
 MAX_AUDIT_BUFFER = 2000
+MAX_STEP_BUFFER = 2000  # step-row writes kept through an outage
 TASK_LOG_CHARS = 8000  # per flush; the SQL bounds the whole task log
 
 
@@ -78,6 +81,8 @@ class JobWriter:
         self._patch: dict[str, Any] = {}
         self._tasks: dict[str | None, _TaskPending] = {}
         self._audit: list[dict[str, Any]] = []
+        self._steps: list[dict[str, Any]] = []  # step-row writes, oldest first, until confirmed
+        self._step_base: int | None = None  # step numbers of earlier runs of this job (re-queued)
         self._seq = 0  # sequence number of the last batch taken under this claim
         self._inflight: tuple[int, dict[str, Any], list[str]] | None = None  # sent, not confirmed
         self._final: tuple[int, dict[str, Any], list[str]] | None = None  # the finishing batch
@@ -133,6 +138,13 @@ class JobWriter:
             if len(self._audit) < MAX_AUDIT_BUFFER:
                 self._audit.append(dict(row))
 
+    def step_row(self, row: Mapping[str, Any]) -> None:
+        """Buffer one workflow_executions write (a step's start or end). step_number counts from 1
+        per claim; the flush adds the numbers earlier runs of the job used."""
+        with self._lock:
+            if len(self._steps) < MAX_STEP_BUFFER:  # bounded through a long outage
+                self._steps.append(dict(row))
+
     @property
     def pending(self) -> bool:
         with self._lock:
@@ -140,6 +152,7 @@ class JobWriter:
                 self._lines
                 or self._patch
                 or self._audit
+                or self._steps
                 or self._inflight
                 or any(t.dirty or t.inflight for t in self._tasks.values())
             )
@@ -166,6 +179,7 @@ class JobWriter:
                 self._flush_job()
                 self._flush_tasks()
                 self._flush_audit()
+                self._flush_steps()
             except AgentError as exc:
                 if isinstance(exc, AuthError):
                     log.error("job %s: backend refused the service-role key: %s", self.claim.job_id, exc)
@@ -212,6 +226,7 @@ class JobWriter:
             self.lost = True
             with self._lock:
                 self._lines, self._patch, self._tasks, self._audit = [], {}, {}, []
+                self._steps = []
                 self._inflight = self._final = None
             if self._on_lost:
                 self._on_lost()
@@ -266,6 +281,33 @@ class JobWriter:
                 self._audit = rows + self._audit
             raise
 
+    def _flush_steps(self) -> None:
+        """Send the buffered step-row writes in order; they leave the buffer only once confirmed."""
+        with self._lock:
+            rows = list(self._steps)
+        if not rows or self.lost:
+            return
+        try:
+            if self._step_base is None:
+                self._step_base = self.store.last_step_number(self.claim.job_id)
+            sent = [dict(r, step_number=int(r["step_number"]) + self._step_base) for r in rows]
+            ok = self.store.upsert_steps(self.claim, sent, allow_cancelled=self.allow_cancelled)
+            if not ok and not self.allow_cancelled and self._resolve_refusal():
+                ok = self.store.upsert_steps(self.claim, sent, allow_cancelled=True)
+        except AgentError as exc:
+            # Step rows are bookkeeping: a row the backend rejects (4xx, e.g. an old schema) is
+            # dropped with a warning so it can never keep the job from finishing; others are kept.
+            if getattr(exc, "status", None) and 400 <= exc.status < 500:  # type: ignore[attr-defined]
+                log.warning("job %s: %d step rows rejected: %s", self.claim.job_id, len(rows), exc)
+                with self._lock:
+                    del self._steps[: len(rows)]
+                return
+            raise
+        with self._lock:
+            if ok:
+                del self._steps[: len(rows)]
+            # not ok: the job is not ours (mark_lost already emptied the buffer)
+
     # -- the end -------------------------------------------------------------------------------
     def finish(
         self,
@@ -283,6 +325,7 @@ class JobWriter:
                 with self._flush_lock:
                     self._flush_tasks()
                     self._flush_audit()
+                    self._flush_steps()  # before the end: a paused job's claim is released by it
                     self._flush_job()  # what is in flight first, exactly once
                     if self._final is None:
                         p, lines = self._take()

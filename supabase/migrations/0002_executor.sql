@@ -18,6 +18,10 @@
 -- runs the handler's cleanup, records the step (details.paused_step) and releases the claim
 -- (executor_release_paused_job): the status stays 'paused'; setting it back to 'pending' runs it
 -- again from the start (its preflight checks what is already done).
+--
+-- Step rows: the executor writes one workflow_executions row per step of a job
+-- (executor_upsert_steps, schema version 4); a job failed as stale or ended while a step was still
+-- open gets that step closed as failed.
 
 ALTER TABLE public.jobs ADD COLUMN IF NOT EXISTS executor_id text;
 ALTER TABLE public.jobs ADD COLUMN IF NOT EXISTS claim_token uuid;
@@ -50,7 +54,7 @@ CREATE OR REPLACE FUNCTION public.executor_schema_version()
 RETURNS integer
 LANGUAGE sql
 STABLE
-AS $fn$ SELECT 3 $fn$;
+AS $fn$ SELECT 4 $fn$;
 
 -- Keep the last p_max elements of a jsonb array (console_log stays bounded); non-arrays become [].
 CREATE OR REPLACE FUNCTION public.executor_jsonb_tail(p_arr jsonb, p_max integer)
@@ -240,6 +244,13 @@ BEGIN
    WHERE id = p_job_id AND claim_token = p_claim_token
      AND (status = 'running' OR (status = 'cancelled' AND completed_at IS NULL))
   RETURNING status::text INTO v_status;
+  IF v_status IS NOT NULL AND p_status <> 'completed' THEN
+    -- a step still open at the end (its thread stuck in a blocking call) ends failed with the reason
+    UPDATE public.workflow_executions
+       SET step_status = 'failed', step_completed_at = now(),
+           step_error = COALESCE(p_patch ->> 'error', 'job ' || v_status || ' during this step')
+     WHERE job_id = p_job_id AND step_status IN ('pending', 'running');
+  END IF;
   IF v_status IS NULL AND p_seq IS NOT NULL THEN
     SELECT status::text INTO v_status FROM public.jobs
      WHERE id = p_job_id AND claim_token = p_claim_token AND claim_seq >= p_seq
@@ -306,6 +317,11 @@ BEGIN
                             j.executor_id, COALESCE(j.details ->> 'current_step', 'unknown'))
            END AS m
       FROM public.jobs j JOIN stale ON stale.id = j.id
+  ), steps AS (  -- the step rows the dead executor left running end as failed, with the reason
+    UPDATE public.workflow_executions AS w
+       SET step_status = 'failed', step_completed_at = now(), step_error = msg.m
+      FROM msg
+     WHERE w.job_id = msg.id AND w.step_status IN ('pending', 'running')
   )
   UPDATE public.jobs AS j
      SET status = 'failed',
@@ -370,6 +386,50 @@ BEGIN
    WHERE id = v_id AND job_id = p_job_id
      AND (p_seq IS NULL OR executor_seq IS NULL OR executor_seq < p_seq);
   RETURN v_id;
+END
+$fn$;
+
+-- Step rows (workflow_executions) of a job we own, in order: p_steps is a JSON array of rows, each
+-- with a client-made id. A new id is inserted; a known id is updated (running -> completed|failed|
+-- skipped) only while its stored status is still pending or running, so a re-sent write changes
+-- nothing and an old write never undoes a newer one. Returns false (nothing written) when the job
+-- is not ours any more; p_allow_cancelled lets the owner close the steps of a job the UI cancelled
+-- or paused. Schema version 4.
+CREATE OR REPLACE FUNCTION public.executor_upsert_steps(
+  p_job_id uuid, p_claim_token uuid, p_steps jsonb, p_allow_cancelled boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+  s jsonb;
+BEGIN
+  PERFORM 1 FROM public.jobs
+    WHERE id = p_job_id AND claim_token = p_claim_token
+      AND (status = 'running' OR (p_allow_cancelled AND status IN ('cancelled', 'paused')))
+    FOR SHARE;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  FOR s IN SELECT e FROM jsonb_array_elements(
+             CASE WHEN jsonb_typeof(p_steps) = 'array' THEN p_steps ELSE '[]'::jsonb END)
+             WITH ORDINALITY AS t(e, i) ORDER BY i LOOP
+    INSERT INTO public.workflow_executions AS w
+      (id, job_id, workflow_type, step_number, step_name, step_status, step_started_at,
+       step_completed_at, step_details, step_error, server_id, host_id, cluster_id)
+    VALUES ((s ->> 'id')::uuid, p_job_id, s ->> 'workflow_type', (s ->> 'step_number')::integer,
+            s ->> 'step_name', s ->> 'step_status', (s ->> 'step_started_at')::timestamptz,
+            (s ->> 'step_completed_at')::timestamptz, s -> 'step_details', s ->> 'step_error',
+            (s ->> 'server_id')::uuid, (s ->> 'host_id')::uuid, s ->> 'cluster_id')
+    ON CONFLICT (id) DO UPDATE
+       SET step_status = EXCLUDED.step_status,
+           step_completed_at = COALESCE(EXCLUDED.step_completed_at, w.step_completed_at),
+           step_details = COALESCE(w.step_details, '{}'::jsonb) || COALESCE(EXCLUDED.step_details, '{}'::jsonb),
+           step_error = COALESCE(EXCLUDED.step_error, w.step_error)
+     WHERE w.job_id = p_job_id AND w.step_status IN ('pending', 'running');
+  END LOOP;
+  RETURN true;
 END
 $fn$;
 
@@ -463,6 +523,7 @@ BEGIN
     'public.executor_fail_stale_jobs(text, boolean, integer)',
     'public.executor_upsert_task(uuid, uuid, uuid, uuid, text, integer, text, boolean, bigint)',
     'public.executor_heartbeat(jsonb)',
+    'public.executor_upsert_steps(uuid, uuid, jsonb, boolean)',
     'public.executor_acquire_server_lock(uuid, uuid, uuid, text)',
     'public.executor_release_server_lock(uuid, uuid)'
   ] LOOP

@@ -129,4 +129,39 @@ class TargetsHandler(Handler):
         raise_for_failed_targets(results)
 
 
-HANDLERS = [LightHandler, ScriptedHandler, TargetsHandler]
+STEPS_TYPE = "idrac_network_read"
+
+
+class StepsHandler(Handler):
+    """Three named steps: "prepare", "probe", "apply". details.fail names the step that raises
+    (its message in details.message); with details.swallow the handler catches that failure, logs
+    it and goes on (the job completes, the step row stays failed)."""
+
+    job_types = (STEPS_TYPE,)
+    STEP_NAMES = ("prepare", "probe", "apply")
+
+    def validate(self, job: Job) -> dict[str, Any]:
+        fail = job.details.get("fail")
+        if fail is not None and fail not in self.STEP_NAMES:
+            raise InvalidJobInput("details.fail", f"must be one of {', '.join(self.STEP_NAMES)}")
+        return {
+            "fail": fail,
+            "swallow": bool(job.details.get("swallow")),
+            "message": str(job.details.get("message", "step failed")),
+        }
+
+    def execute(self, ctx: JobContext, params: dict[str, Any]) -> None:
+        _record_run(ctx)
+        for name in self.STEP_NAMES:
+            try:
+                with ctx.step(name, retry_safe=True):
+                    ctx.log(f"{name} running")
+                    if name == params["fail"]:
+                        raise RuntimeError(params["message"])
+            except RuntimeError as exc:
+                if not params["swallow"]:
+                    raise
+                ctx.log(f"{name} failed, going on: {exc}", "WARN")
+
+
+HANDLERS = [LightHandler, ScriptedHandler, TargetsHandler, StepsHandler]

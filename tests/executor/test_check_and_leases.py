@@ -15,7 +15,7 @@ MIGRATION = ROOT / "supabase" / "migrations" / "0002_executor.sql"
 def test_check_passes_on_a_migrated_backend(clean_backend, executors):
     ex = executors("check-ok", "--check")
     assert ex.wait() == 0, ex.output
-    assert "schema version 3" in ex.output
+    assert "schema version 4" in ex.output
     assert "FAIL" not in ex.output
     assert "retry" not in ex.output.lower(), "no HTTP retry noise in the checklist"
 
