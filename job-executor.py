@@ -64,7 +64,8 @@ def main(args) -> int:
         rows = app.check(built)
         width = max(len(r.name) for r in rows)
         for r in rows:
-            print(f"{'ok  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
+            word = "FAIL" if not r.ok else "WARN" if r.warn else "ok  "
+            print(f"{word}  {r.name:<{width}}  {r.detail}")
         return app.check_exit_code(rows)
     signals.install(built.daemon.request_stop)
     return built.daemon.run()

@@ -23,6 +23,8 @@ class Built:
     daemon: Daemon
     rest: RestClient
     store: JobStore
+    extra_handlers: str | None = None  # EXECUTOR_EXTRA_HANDLERS as set (a test/bench hook)
+    extra_types: tuple[str, ...] = ()
 
 
 def build(env: Env, *, once: bool = False) -> Built:
@@ -32,8 +34,8 @@ def build(env: Env, *, once: bool = False) -> Built:
     handler_cfg = handler_settings(env)  # IDRAC_*, POWER_*: read here, once, from this Env
     env.check()
     extra = registry.load_extra(ex.extra_handlers) if ex.extra_handlers else []  # ConfigError if bad
-    if extra:
-        log.warning("EXECUTOR_EXTRA_HANDLERS registered %s (test/bench hook)", ", ".join(extra))
+    if ex.extra_handlers:
+        log.warning("%s", extra_handlers_note(ex.extra_handlers, extra))
     rest = RestClient(dsm.supabase_url or "", dsm.service_role_key or "", dsm.tls)
     store = JobStore(rest, ex.executor_id, lease_seconds=ex.lease_seconds)
     services = Services(
@@ -46,7 +48,18 @@ def build(env: Env, *, once: bool = False) -> Built:
         executor_id=ex.executor_id,
         settings=handler_cfg,
     )
-    return Built(Daemon(ex, store, services, once=once), rest, store)
+    return Built(Daemon(ex, store, services, once=once), rest, store, ex.extra_handlers or None, tuple(extra))
+
+
+def extra_handlers_note(spec: str, job_types: list[str] | tuple[str, ...]) -> str:
+    """One line saying EXECUTOR_EXTRA_HANDLERS is set, what it loaded and what it serves: it imports
+    code named in the environment, so it must never go unnoticed on a production executor."""
+    modules = registry.extra_modules()
+    loaded = ", ".join(f"{name} ({path})" for name, path in sorted(modules.items())) or "none"
+    return (
+        f"EXECUTOR_EXTRA_HANDLERS is set to {spec!r} (test/bench hook, not for production): "
+        f"loaded modules {loaded}; job types {', '.join(job_types) or 'none'}"
+    )
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class Row:
     ok: bool
     detail: str
     error: type[AgentError] = ConfigError
+    warn: bool = False  # shown as WARN; not a failure (the exit code ignores it)
 
 
 def check(built: Built) -> list[Row]:
@@ -112,6 +126,11 @@ def check(built: Built) -> list[Row]:
             ", ".join(d.job_types) or "none: this executor would claim nothing",
         )
     )
+    if built.extra_handlers:
+        note = extra_handlers_note(built.extra_handlers, built.extra_types)
+        rows.append(
+            Row("EXECUTOR_EXTRA_HANDLERS", True, note.removeprefix("EXECUTOR_EXTRA_HANDLERS "), warn=True)
+        )
     for jt, why in sorted(registry.broken_types().items()):
         rows.append(Row(f"handler {jt}", False, f"cannot load: {why} (its jobs stay pending)"))
     if d.unknown_configured:
