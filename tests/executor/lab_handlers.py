@@ -16,9 +16,9 @@ from typing import Any
 
 from handlers.base import Handler, InvalidJobInput, Job, JobContext, raise_for_failed_targets
 
-LIGHT_TYPE = "firmware_inventory_scan"
-SCRIPTED_TYPE = "fetch_event_logs"
-TARGETS_TYPE = "bios_config_read"
+LIGHT_TYPE = "discovery_scan"
+SCRIPTED_TYPE = "scp_export"
+TARGETS_TYPE = "boot_configuration"
 RUNS_TABLE = "lab_runs"
 MODES = ("ok", "sleep", "wait_for", "fail", "secret", "busy", "tick")
 

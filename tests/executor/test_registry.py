@@ -7,6 +7,7 @@ import pytest
 import handlers
 from handlers.base import Handler, UnknownJobType
 from lib.executor.models import Job
+from tests.executor import lab_handlers
 
 
 class _Probe(Handler):
@@ -42,7 +43,7 @@ def test_a_broken_table_entry_is_reported_not_fatal(monkeypatch):
 def test_load_extra_spec():
     try:
         added = handlers.load_extra("tests.executor.lab_handlers:HANDLERS")
-        assert "firmware_inventory_scan" in added
+        assert lab_handlers.LIGHT_TYPE in added
     finally:
         handlers.reset_extra()
 
