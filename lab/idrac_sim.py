@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import json
 import secrets
 import signal
@@ -105,7 +106,9 @@ SWC0700 = _ext(
     "Retry the operation after a few minutes.",
     "Informational",
 )
-FAULTS = {"SYS518": (503, SYS518), "SWC0700": (400, SWC0700)}
+# AUTH401: a 401 although the session is still open (iDRAC does this under load): the session
+# then stays open on the BMC unless the client deletes it before logging in again.
+FAULTS = {"SYS518": (503, SYS518), "SWC0700": (400, SWC0700), "AUTH401": (401, ACCESS_DENIED)}
 
 
 def _health_of(items: list[str]) -> str:
@@ -125,6 +128,8 @@ class Stats:
     resets: list[str] = field(default_factory=list)
     power_changes: list[str] = field(default_factory=list)  # every PowerState reached, in order
     reboots: int = 0
+    calls: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every Redfish request
+    session_ids: list[str] = field(default_factory=list)  # ids of the sessions created, in order
 
 
 class SimBMC:
@@ -213,7 +218,8 @@ class SimBMC:
             self.health[component] = health
 
     def inject(self, code: str, count: int = 1) -> None:
-        """Answer the next `count` Redfish requests with SYS518 (503) or SWC0700 (400)."""
+        """Answer the next `count` Redfish requests with SYS518 (503), SWC0700 (400) or AUTH401
+        (401 while the session stays open)."""
         if code not in FAULTS:
             raise ValueError(code)
         with self.lock:
@@ -265,6 +271,7 @@ class SimBMC:
                 "resets": list(s.resets),
                 "power_changes": list(s.power_changes),
                 "reboots": s.reboots,
+                "methods": dict(collections.Counter(m for m, _ in s.calls)),
                 "power_state": self.power_state(),
                 "last_reset_time": self.last_reset_time,
                 "boot_progress": self.boot_progress["LastState"],
@@ -403,6 +410,7 @@ class SimBMC:
             token = secrets.token_hex(16)
             self.sessions[token] = {"id": sid, "user": user, "seen": time.monotonic()}
             self.stats.sessions_created += 1
+            self.stats.session_ids.append(sid)
             self.stats.max_sessions_open = max(self.stats.max_sessions_open, len(self.sessions))
             body = {
                 "@odata.id": f"{SESSIONS}/{sid}",
@@ -448,11 +456,17 @@ class SimBMC:
                     return 200
             return 404
 
-    def next_fault(self) -> tuple[int, dict[str, Any]] | None:
+    def writes(self) -> list[tuple[str, str]]:
+        """Every Redfish request that was not a GET, (method, path) in order."""
+        with self.lock:
+            return [c for c in self.stats.calls if c[0] != "GET"]
+
+    def next_fault(self, method: str = "GET", path: str = "") -> tuple[int, dict[str, Any]] | None:
         """Per-request faults, counted before routing (lock taken here)."""
         reboot = None
         with self.lock:
             self.stats.requests += 1
+            self.stats.calls.append((method, path))
             if self._reboot_after is not None:
                 left, down = self._reboot_after
                 self._reboot_after = (left - 1, down) if left > 1 else None
@@ -706,6 +720,8 @@ class SimInventory:
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # oldest first, served reversed
     log_page_size: int = 50
     pages_served: int = 0
+    registry_readable: bool = True  # False: the BIOS attribute registry answers 404
+    firmware_next_link: str | None = None  # set: the firmware collection links to it (any host)
 
     def __post_init__(self) -> None:
         bios = "1.13.2"
@@ -798,7 +814,10 @@ def _inventory_resource(b: SimBMC, path: str, query: str) -> dict[str, Any] | No
             "FirmwareInventory": _member(FIRMWARE_INVENTORY),
         }
     if path == FIRMWARE_INVENTORY:
-        return _collection(path, "SoftwareInventory", [f["@odata.id"] for f in inv.firmware])
+        coll = _collection(path, "SoftwareInventory", [f["@odata.id"] for f in inv.firmware])
+        if inv.firmware_next_link:
+            coll["Members@odata.nextLink"] = inv.firmware_next_link
+        return coll
     if path.startswith(FIRMWARE_INVENTORY + "/"):
         return next((dict(f) for f in inv.firmware if f["@odata.id"] == path), None)
     if path == BIOS:
@@ -821,7 +840,7 @@ def _inventory_resource(b: SimBMC, path: str, query: str) -> dict[str, Any] | No
             "Registry": BIOS_REGISTRY,
             "Location": [{"Language": "en", "Uri": f"{path}/{BIOS_REGISTRY}"}],
         }
-    if path == f"{REGISTRIES}/BiosAttributeRegistry/{BIOS_REGISTRY}":
+    if path == f"{REGISTRIES}/BiosAttributeRegistry/{BIOS_REGISTRY}" and inv.registry_readable:
         return {
             "@odata.id": path,
             "@odata.type": "#AttributeRegistry.v1_3_6.AttributeRegistry",
@@ -941,7 +960,7 @@ class _Handler(BaseHTTPRequestHandler):
         b = self.bmc
         if b.latency:
             time.sleep(b.latency)
-        fault = b.next_fault()
+        fault = b.next_fault(self.command, self._path())
         if fault is None:
             return True
         if fault[0] == -1:  # rebooting now: drop the connection unanswered

@@ -21,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -276,6 +278,14 @@ class SessionAuth:
             self.token = None
             self.session_uri = None
 
+    def relogin(self, client: RedfishClient) -> None:
+        """Our token was refused (HTTP 401). The session may still be open on the BMC (iDRAC
+        answers 401 under load too) and count against its small session limit (RAC0218): delete
+        it with the old token first, best effort (a 401/404 there just means it is gone), then
+        log in again."""
+        self.logout(client)
+        self.login(client)
+
     def forget(self) -> None:
         """The BMC dropped our session (reboot, timeout): nothing to delete."""
         self.token = None
@@ -390,7 +400,9 @@ class RedfishClient:
         what: str | None = None,
     ) -> requests.Response:
         """Send with auth, retry busy answers within the policy, re-authenticate once on 401.
-        Returns the final response (any status); raises only for transport failures."""
+        Returns the final response (any status); raises only for transport failures, and
+        RemoteError for an absolute link that leaves the BMC (see `_on_bmc`)."""
+        path = self._on_bmc(path)
         policy = self.busy_retry
         started = time.monotonic()
         attempt = 0
@@ -400,8 +412,7 @@ class RedfishClient:
             if resp is not None and resp.status_code == 401 and authenticated and reauth and self.auth.token:
                 reauth = False  # only once per call: a second 401 is a real refusal
                 log.info("iDRAC %s: session no longer valid (HTTP 401); logging in again", self.address)
-                self.auth.forget()
-                self.auth.login(self)
+                self.auth.relogin(self)
                 continue
             code = extended_info(resp).code if resp is not None and resp.status_code >= 400 else None
             why = retry_reason(method, resp.status_code if resp is not None else None, code, exc)
@@ -426,6 +437,26 @@ class RedfishClient:
                 policy.attempts,
             )
             self.sleep(wait)
+
+    def _on_bmc(self, path: str) -> str:
+        """A path, or a BMC-supplied absolute link (nextLink, registry Location, any @odata.id) as
+        its path on this BMC. A link to any other scheme, host or port is refused: our session
+        token or Basic password would be sent with it, and the audit row would hide where."""
+        if not path.lower().startswith(("http://", "https://")):
+            return path  # HttpClient prefixes anything else with base_url
+        base = urlsplit(self.base_url)
+        try:
+            link = urlsplit(path)
+            same = _origin(link) == _origin(base)
+        except ValueError:  # e.g. a port that is not a number
+            link, same = None, False
+        if not same or link is None:
+            where = (link.hostname if link is not None else None) or "an unparsable address"
+            raise RemoteError(
+                f"iDRAC {self.address}: a link the BMC returned leaves the BMC (to {where}); not followed",
+                hint="The BMC's Redfish service points at another host: check its firmware or proxy setup.",
+            )
+        return (link.path or "/") + (f"?{link.query}" if link.query else "")
 
     def _send_once(
         self, method: str, path: str, body: Any, authenticated: bool
@@ -627,6 +658,15 @@ def _component(kind: str, item: dict[str, Any], fallback: str | None = None) -> 
     return Component(kind, str(name), st.get("Health"), st.get("State"))
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: Any) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a urlsplit result, the default port made explicit."""
+    scheme = url.scheme.lower()
+    return scheme, (url.hostname or "").lower(), url.port or _DEFAULT_PORTS.get(scheme)
+
+
 def _odata_id(link: Any) -> str | None:
     return link.get("@odata.id") if isinstance(link, dict) else None
 
@@ -694,6 +734,8 @@ def client_for(ctx: Any, server: Any, credentials: Any, *, settings: Any = None)
 DELL_INVENTORY_STATES = ("Installed-", "Previous-", "Available-", "Current-")
 LOG_SERVICE_IDS = {"sel": ("sel",), "lifecycle": ("lclog",)}  # last path segment, lower case
 MAX_MESSAGE_CHARS = 500
+MAX_PAGES = 200  # pages of one collection read at most (a BMC's nextLink loop must end)
+MAX_FIRMWARE_COMPONENTS = 2000  # a server has tens; more means a broken collection
 
 
 @dataclass(frozen=True)
@@ -729,9 +771,14 @@ def installed_members(links: list[str]) -> list[str]:
     return links
 
 
+# Fails closed: when the registry cannot be read, the name alone must withhold every secret-like
+# attribute (Dell: SysPassword, IscsiDev1Con1ChapSecret, ...). A harmless match is only withheld.
+SECRET_NAME = re.compile(r"passw|secret|chap|passphrase|psk|key$", re.IGNORECASE)
+
+
 def is_secret_attribute(name: str, password_names: frozenset[str] = frozenset()) -> bool:
-    """A BIOS attribute never to store: its name says password, or the registry types it Password."""
-    return "password" in name.lower() or name in password_names
+    """A BIOS attribute never to store: its name looks secret, or the registry types it Password."""
+    return bool(SECRET_NAME.search(name)) or name in password_names
 
 
 def parse_log_entry(body: dict[str, Any]) -> dict[str, Any]:
@@ -765,14 +812,19 @@ def _parse_time(text: str) -> dt.datetime:
 
 
 def iter_collection(
-    client: RedfishClient, path: str, *, what: str, limit: int | None = None
+    client: RedfishClient, path: str, *, what: str, limit: int | None = None, max_pages: int = MAX_PAGES
 ) -> Iterator[Any]:
-    """Members of a collection, following Members@odata.nextLink page by page, at most `limit`."""
+    """Members of a collection, following Members@odata.nextLink page by page, at most `limit`
+    members and `max_pages` pages; a link to a page already read ends the walk (a BMC bug)."""
     seen = 0
     next_path: str | None = path
-    pages = 0
+    pages: set[str] = set()
     while next_path:
-        pages += 1
+        if next_path in pages or len(pages) >= max_pages:
+            why = "links back to a page already read" if next_path in pages else f"has over {max_pages} pages"
+            log.warning("iDRAC %s: %s: the collection %s; stopped there", client.address, what, why)
+            return
+        pages.add(next_path)
         body = client.get(next_path, what=what)
         for member in body.get("Members") or []:
             if limit is not None and seen >= limit:
@@ -782,7 +834,7 @@ def iter_collection(
         if limit is not None and seen >= limit:
             return  # do not read a page that would not be used
         link = body.get("Members@odata.nextLink")
-        next_path = str(link) if link and pages < 10_000 and link != next_path else None
+        next_path = str(link) if link else None
 
 
 def firmware_inventory(client: RedfishClient) -> list[FirmwareComponent]:
@@ -797,12 +849,21 @@ def firmware_inventory(client: RedfishClient) -> list[FirmwareComponent]:
         raise RemoteError(
             f"iDRAC {client.address}: UpdateService has no FirmwareInventory", hint=HINTS["missing"]
         )
-    members = list(iter_collection(client, inv, what="listing the firmware inventory"))
+    members = list(
+        iter_collection(client, inv, what="listing the firmware inventory", limit=MAX_FIRMWARE_COMPONENTS)
+    )
     inline = [m for m in members if isinstance(m, dict) and "Version" in m]
     if inline and len(inline) == len(members):  # an expanded collection: no GET per member
-        return [parse_firmware_member(m) for m in inline]
+        keys = [_member_key(m) for m in inline]
+        keep = set(installed_members(keys))
+        return [parse_firmware_member(m) for k, m in zip(keys, inline, strict=True) if k in keep]
     links = installed_members([x for x in (_odata_id(m) for m in members) if x])
     return [parse_firmware_member(client.get(link, what="reading a firmware component")) for link in links]
+
+
+def _member_key(member: dict[str, Any]) -> str:
+    """An inline member's link (or its Id), the key installed_members judges by its last segment."""
+    return _odata_id(member) or str(member.get("Id") or "")
 
 
 def bios_attributes(client: RedfishClient, system: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -220,8 +220,76 @@ def test_reauth_once_on_401_after_bmc_dropped_session():
         assert bmc.system_path() == SYSTEM_ID
     gets = [c.request for c in responses.calls if c.request.url.endswith("/Systems")]
     assert [g.headers["X-Auth-Token"] for g in gets] == ["old", "new"]
-    deletes = [c.request.url for c in responses.calls if c.request.method == "DELETE"]
-    assert deletes == [BASE + "/redfish/v1/SessionService/Sessions/2"]  # the dropped one is not deleted
+    deletes = [c.request for c in responses.calls if c.request.method == "DELETE"]
+    # the refused session is deleted (best effort, with its own token) before the new login
+    assert [(d.url, d.headers["X-Auth-Token"]) for d in deletes] == [
+        (BASE + "/redfish/v1/SessionService/Sessions/1", "old"),
+        (BASE + "/redfish/v1/SessionService/Sessions/2", "new"),
+    ]
+    methods = [c.request.method for c in responses.calls]
+    assert methods.index("DELETE") < len(methods) - 1 - methods[::-1].index("POST")
+
+
+def test_reauth_on_401_leaves_no_session_open_on_the_bmc(idrac_sim):
+    """A 401 while the session is still open (iDRAC under load): re-login must not leak it."""
+    fleet = idrac_sim(1)
+    bmc = fleet[0]
+    url = "http://" + bmc.address  # the fleet serves plain HTTP on 127.0.0.1
+    client = RedfishClient(url, bmc.username, bmc.password, busy_retry=FAST, sleep=lambda s: None)
+    with client:
+        bmc.inject("AUTH401", 1)
+        assert client.system_path().startswith("/redfish/v1/Systems/")
+        assert bmc.counters()["sessions_open"] == 1  # the old one was deleted before the new login
+    stats = bmc.counters()
+    assert stats["sessions_open"] == 0
+    assert (stats["sessions_created"], stats["sessions_deleted"]) == (2, 2)
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://evil.example/redfish/v1/Systems?page=2",
+        "http://10.0.0.5/redfish/v1/Systems?page=2",  # same host, other scheme
+        "https://10.0.0.5:8443/redfish/v1/Systems?page=2",  # same host, other port
+        "https://10.0.0.5:x/redfish/v1/Systems",
+    ],
+)
+def test_a_link_leaving_the_bmc_is_refused_before_any_credential_is_sent(link):
+    from lib.redfish import iter_collection
+
+    responses.add(responses.GET, BASE + "/redfish/v1/", json=_root())
+    _login_ok(responses)
+    page1 = {"Members": [{"@odata.id": SYSTEM_ID}], "Members@odata.nextLink": link}
+    responses.add(responses.GET, BASE + "/redfish/v1/Systems", json=page1)
+    calls = []
+    with pytest.raises(RemoteError, match="leaves the BMC"), _client(calls) as bmc:
+        list(iter_collection(bmc, "/redfish/v1/Systems", what="listing systems"))
+    assert all(c.request.url.startswith(BASE + "/") for c in responses.calls)
+    assert len([c for c in responses.calls if c.request.method == "GET"]) == 2  # root, page 1
+    assert all(c.url.startswith(BASE + "/") for c in calls)
+
+
+@responses.activate
+def test_an_absolute_link_to_the_bmc_itself_is_followed_as_a_path():
+    from lib.redfish import iter_collection
+
+    responses.add(responses.GET, BASE + "/redfish/v1/", json=_root())
+    _login_ok(responses)
+    page1 = {
+        "Members": [{"@odata.id": "a"}],
+        "Members@odata.nextLink": "HTTPS://10.0.0.5:443/redfish/v1/S?p=2",
+    }
+    responses.add(responses.GET, BASE + "/redfish/v1/Systems", json=page1)
+    responses.add(
+        responses.GET,
+        BASE + "/redfish/v1/S",
+        json={"Members": [{"@odata.id": "b"}]},
+        match=[responses.matchers.query_string_matcher("p=2")],
+    )
+    with _client() as bmc:
+        got = [m["@odata.id"] for m in iter_collection(bmc, "/redfish/v1/Systems", what="x")]
+    assert got == ["a", "b"]
 
 
 @responses.activate

@@ -11,6 +11,7 @@ from handlers.inventory import fit
 from lib.http import RetryPolicy
 from lib.redfish import (
     RedfishClient,
+    firmware_inventory,
     installed_members,
     is_secret_attribute,
     iter_collection,
@@ -65,6 +66,58 @@ def test_secret_attributes_by_name_or_registry_type():
     assert is_secret_attribute("SysPassword") and is_secret_attribute("oldsetuppassword")
     assert is_secret_attribute("IscsiDev1Con1ChapSecret", frozenset({"IscsiDev1Con1ChapSecret"}))
     assert not is_secret_attribute("BootMode", frozenset({"IscsiDev1Con1ChapSecret"}))
+    # fail closed when the registry could not be read: the name alone withholds secret-like ones
+    for name in ("IscsiDev1Con1ChapSecret", "IscsiInitiatorChapName", "WifiPassphrase", "TpmPsk", "AesKey"):
+        assert is_secret_attribute(name), name
+    for name in ("BootMode", "SysProfile", "KeyboardLayout", "MemOpMode"):
+        assert not is_secret_attribute(name), name
+
+
+def _basic_client() -> RedfishClient:
+    return RedfishClient(BASE, "root", "pw-unit", auth_mode="basic", busy_retry=RetryPolicy(attempts=1))
+
+
+@responses.activate
+def test_expanded_firmware_collection_keeps_only_installed_members():
+    responses.add(
+        responses.GET, BASE + "/redfish/v1/", json={"UpdateService": {"@odata.id": "/redfish/v1/U"}}
+    )
+    responses.add(responses.GET, BASE + "/redfish/v1/U", json={"FirmwareInventory": {"@odata.id": INV}})
+    members = [
+        {"@odata.id": f"{INV}/{state}-159-{v}", "Id": f"{state}-159-{v}", "Name": "BIOS", "Version": v}
+        for state, v in (("Installed", "1.13.2"), ("Previous", "1.12.0"), ("Available", "1.14.0"))
+    ]
+    responses.add(responses.GET, BASE + INV, json={"Members": members})
+    got = firmware_inventory(_basic_client())
+    assert [(c.id, c.version) for c in got] == [("Installed-159-1.13.2", "1.13.2")]
+    assert len(responses.calls) == 3  # no GET per member
+
+
+@responses.activate
+def test_iter_collection_stops_on_a_next_link_loop_and_at_the_page_cap():
+    path = "/redfish/v1/Coll"
+    for page, nxt in (("a", "b"), ("b", "a")):  # a -> b -> a: not a self-link, still a loop
+        responses.add(
+            responses.GET,
+            BASE + path,
+            json={"Members": [{"Id": page}], "Members@odata.nextLink": f"{path}?p={nxt}"},
+            match=[responses.matchers.query_string_matcher(f"p={page}")],
+        )
+    got = [m["Id"] for m in iter_collection(_basic_client(), f"{path}?p=a", what="coll")]
+    assert got == ["a", "b"] and len(responses.calls) == 2
+    served = []
+
+    def endless(request):  # every page links to a new URL: only the page cap ends the walk
+        served.append(request.url)
+        return (
+            200,
+            {},
+            json.dumps({"Members": [{"Id": "x"}], "Members@odata.nextLink": f"/E?p={len(served)}"}),
+        )
+
+    responses.add_callback(responses.GET, BASE + "/E", callback=endless)
+    pages = list(iter_collection(_basic_client(), "/E", what="endless", max_pages=3))
+    assert len(pages) == 3 and len(served) == 3
 
 
 def test_log_entry_fields_and_message_clipped():

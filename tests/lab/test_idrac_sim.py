@@ -257,3 +257,26 @@ def test_cli_prints_one_json_line_and_serves_stats():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_method_counters_auth401_fault_and_inventory_switches(idrac_sim):
+    fleet = idrac_sim(1)
+    bmc = fleet[0]
+    s, base = _client(fleet), _base(fleet)
+    resp = _login(s, base, bmc)
+    headers = {"X-Auth-Token": resp.headers["X-Auth-Token"]}
+    bmc.inject("AUTH401", 1)
+    assert s.get(base + SYSTEM, headers=headers, timeout=5).status_code == 401
+    assert bmc.counters()["sessions_open"] == 1  # the spurious 401 does not end the session
+    reg = "/redfish/v1/Registries/BiosAttributeRegistry/BiosAttributeRegistry.v1_0_3"
+    assert s.get(base + reg, headers=headers, timeout=5).status_code == 200
+    bmc.inventory.registry_readable = False
+    assert s.get(base + reg, headers=headers, timeout=5).status_code == 404
+    bmc.inventory.firmware_next_link = "https://elsewhere.invalid/x"
+    inv = s.get(base + "/redfish/v1/UpdateService/FirmwareInventory", headers=headers, timeout=5).json()
+    assert inv["Members@odata.nextLink"] == "https://elsewhere.invalid/x"
+    sid = resp.headers["Location"].rsplit("/", 1)[1]
+    assert s.delete(base + resp.headers["Location"], headers=headers, timeout=5).status_code == 200
+    assert bmc.stats.session_ids == [sid]
+    assert bmc.writes() == [("POST", SESSIONS), ("DELETE", f"{SESSIONS}/{sid}")]
+    assert bmc.counters()["methods"] == {"POST": 1, "GET": 4, "DELETE": 1}
