@@ -4,12 +4,14 @@ Every Redfish call here is a GET (lib/redfish.py read helpers); nothing is writt
 Per server, one job_tasks row (run_on_targets); what was read goes to details.result.servers[].
 
 Size: details is a jsonb column the UI reads on every poll, so one job's result is bounded to
-RESULT_BUDGET_BYTES, shared equally by its servers; a server whose list does not fit keeps the
-first items (newest log entries, components and attributes in their order) and says so in
-`truncated` ({"kept", "total", "note"}).
+RESULT_BUDGET_BYTES (the wrapper included), shared equally by its servers; a server whose list
+does not fit keeps the first items (newest log entries, components and attributes in their order)
+and says so in `truncated` ({"kept", "total", "note"}). Name lists (`withheld`, `missing`) keep at
+most MAX_NAMES names, with the full count beside them.
 
-Secrets: BIOS attributes whose name contains "Password", or that the BIOS attribute registry types
-"Password" (e.g. iSCSI CHAP secrets), are never stored; their names are listed in `withheld`.
+Secrets: BIOS attributes whose name looks secret (lib.redfish.SECRET_NAME: passw, secret, chap,
+passphrase, psk, ...key), or that the BIOS attribute registry types "Password", are never stored;
+their names are listed in `withheld`. The name rule holds when the registry cannot be read.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from lib.redfish import (
 )
 
 RESULT_BUDGET_BYTES = 256_000  # the whole details.result of one job, all servers together
+WRAPPER_BYTES = 2_000  # details.result's own keys (logs, limit, failed/servers list syntax)
+MAX_NAMES = 200  # names kept in `withheld` / `missing` (details.attributes is user input, unbounded)
 LOG_KINDS = ("sel", "lifecycle")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -57,18 +61,37 @@ def fit(summary: dict[str, Any], key: str, budget: int) -> dict[str, Any]:
         )
         return {**summary, key: part, "truncated": {"kept": n, "total": total, "note": note}}
 
-    lo, hi = 0, total  # the largest n that fits (0 always "fits": the note is all that is left)
+    lo, hi = 0, total  # the largest n that fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if _size(keep(mid)) <= budget:
             lo = mid
         else:
             hi = mid - 1
-    return keep(lo)
+    out = keep(lo)
+    if _size(out) <= budget:
+        return out
+    # Even with none of `key` left the rest is too big (many servers, long names): keep only the
+    # identity and a short note, whatever the other fields were.
+    empty = [] if isinstance(items, list) else {}
+    note = f"result too large for {budget} bytes per server: run the job for fewer servers"
+    return {**_base_of(summary), key: empty, "truncated": {"kept": 0, "total": total, "note": note}}
+
+
+def _base_of(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in ("server_id", "server") if k in summary}
+
+
+def capped(names: list[str]) -> list[str]:
+    """At most MAX_NAMES names (the caller stores the full count beside them)."""
+    return names[:MAX_NAMES]
 
 
 def _budget(ctx: JobContext) -> int:
-    return RESULT_BUDGET_BYTES // max(1, len(ctx.targets()))
+    """Bytes one server's summary may take: the job's budget less the wrapper, shared equally,
+    less the ", " that joins list items."""
+    n = max(1, len(ctx.targets()))
+    return max(200, (RESULT_BUDGET_BYTES - WRAPPER_BYTES) // n - 2)
 
 
 def _base(server: Server) -> dict[str, Any]:
@@ -164,8 +187,10 @@ class BiosConfigReadHandler(Handler):
             **_base(server),
             "bios_version": bios,
             "attribute_count": len(kept),
-            "withheld": withheld,
-            "missing": missing,
+            "withheld": capped(withheld),
+            "withheld_count": len(withheld),
+            "missing": capped(missing),
+            "missing_count": len(missing),
             "registry_read": read["registry_read"],
             "attributes": kept,
         }
@@ -207,17 +232,32 @@ class FetchEventLogsHandler(Handler):
         creds = ctx.credentials_for(server)
         entries: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
+        errors: dict[str, str] = {}
+        kinds = params["kinds"]
         with client_for(ctx, server, creds) as bmc:
-            for kind in params["kinds"]:
+            for kind in kinds:
                 ctx.check()
-                path = log_entries_path(bmc, kind)
-                if path is None:
-                    raise RemoteError(
-                        f"iDRAC {server.ip_address}: no {kind} log service", hint=HINTS["missing"]
-                    )
-                got = log_entries(bmc, path, params["limit"])
+                try:
+                    got = self._read(bmc, server, kind, params["limit"])
+                except RemoteError as exc:
+                    # With both logs asked for, one the BMC lacks (no Lifecycle log) must not hide
+                    # the other: say so per log; the server fails only when no log could be read.
+                    if len(kinds) == 1 or len(errors) == len(kinds) - 1:
+                        raise
+                    errors[kind] = str(exc)
+                    task.log(f"{kind} log not read: {exc}", "WARN")
+                    continue
                 counts[kind] = len(got)
                 entries += [{"log": kind, **e} for e in got]
                 task.log(f"{len(got)} {kind} log entries read")
         summary = {**_base(server), "counts": counts, "entries": newest_first(entries)}
+        if errors:
+            summary["errors"] = errors
         return fit(summary, "entries", budget)
+
+    @staticmethod
+    def _read(bmc: Any, server: Server, kind: str, limit: int) -> list[dict[str, Any]]:
+        path = log_entries_path(bmc, kind)
+        if path is None:
+            raise RemoteError(f"iDRAC {server.ip_address}: no {kind} log service", hint=HINTS["missing"])
+        return log_entries(bmc, path, limit)

@@ -717,7 +717,8 @@ class SimInventory:
     firmware: list[dict[str, Any]] = field(default_factory=list)
     bios_attributes: dict[str, Any] = field(default_factory=dict)
     password_attributes: set[str] = field(default_factory=set)  # typed Password in the registry
-    logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # oldest first, served reversed
+    # oldest first, served reversed; delete a key to drop that log service
+    logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     log_page_size: int = 50
     pages_served: int = 0
     registry_readable: bool = True  # False: the BIOS attribute registry answers 404
@@ -857,8 +858,9 @@ def _inventory_resource(b: SimBMC, path: str, query: str) -> dict[str, Any] | No
             },
         }
     if path == LOG_SERVICES:
-        return _collection(path, "LogService", [f"{LOG_SERVICES}/{s}" for s in LOG_IDS])
-    for service in LOG_IDS:
+        # a service missing from inv.logs is not offered (e.g. a BMC without a Lifecycle log)
+        return _collection(path, "LogService", [f"{LOG_SERVICES}/{s}" for s in LOG_IDS if s in inv.logs])
+    for service in (s for s in LOG_IDS if s in inv.logs):
         base = f"{LOG_SERVICES}/{service}"
         if path == base:
             return {

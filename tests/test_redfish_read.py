@@ -177,3 +177,16 @@ def test_fit_keeps_the_first_items_and_says_so():
     assert fit(summary, "entries", 10_000_000) is summary  # fits: untouched, no note
     attrs = fit({"attributes": {f"A{i:04d}": "v" * 50 for i in range(500)}}, "attributes", 5_000)
     assert len(json.dumps(attrs)) <= 5_000 and next(iter(attrs["attributes"])) == "A0000"
+
+
+def test_fit_stays_within_the_budget_when_the_other_fields_are_too_big():
+    summary = {
+        "server_id": "s1",
+        "server": "h1",
+        "withheld": [f"Name{i:05d}" * 5 for i in range(2000)],  # not the trimmed key
+        "attributes": {f"A{i}": "v" for i in range(50)},
+    }
+    out = fit(summary, "attributes", 2_000)
+    assert len(json.dumps(out)) <= 2_000
+    assert out["server_id"] == "s1" and out["attributes"] == {} and out["truncated"]["total"] == 50
+    assert "too large" in out["truncated"]["note"]

@@ -77,7 +77,8 @@ def run_job(b, job_type: str, *, server_ids=None, details=None, scope=None) -> d
     job = b.sql("SELECT * FROM jobs WHERE id = %s", (job_id,))[0]
     tasks = b.sql("SELECT * FROM job_tasks WHERE job_id = %s", (job_id,))
     cmds = b.sql("SELECT * FROM idrac_commands WHERE job_id = %s", (job_id,))
-    return {"job": job, "tasks": tasks, "cmds": cmds, "id": job_id}
+    steps = b.sql("SELECT * FROM workflow_executions WHERE job_id = %s ORDER BY step_number", (job_id,))
+    return {"job": job, "tasks": tasks, "cmds": cmds, "steps": steps, "id": job_id}
 
 
 def servers(b, ids) -> dict[str, dict]:
@@ -86,8 +87,10 @@ def servers(b, ids) -> dict[str, dict]:
 
 
 def assert_clean(fleet, out):
-    """No session left open on any BMC; no password in job details, task logs or idrac_commands."""
+    """No session left open on any BMC; no password in job details, task logs, idrac_commands or
+    workflow_executions (step_name, step_details, step_error)."""
     assert fleet.sessions_open() == {b.address: 0 for b in fleet}
+    assert "steps" in out  # the step rows are part of what is scanned
     blob = json.dumps(out, default=str)
     assert PASSWORD not in blob
     for bmc in fleet:

@@ -19,13 +19,27 @@ from tests.e2e.test_idrac_handlers import assert_clean, lab, run_job, servers
 READ_TYPES = ("firmware_inventory_scan", "bios_config_read", "fetch_event_logs")
 
 
-def only_gets(out) -> None:
-    """Nothing was written to a BMC: every audited call is a GET, except session login/logout."""
+def only_gets(out, fleet, *, since: dict | None = None, logged_in: set[int] | None = None) -> None:
+    """Nothing was written to a BMC, counted on the simulator (not the best-effort audit rows):
+    each BMC saw GETs plus exactly one session login and the DELETE of that same session.
+    `logged_in`: when given, the BMCs (by index) that accept the login; the others (wrong
+    password) must have seen nothing but failed login POSTs.
+    `since`: {bmc index: number of calls before this job} when a fleet runs several jobs."""
     assert out["cmds"]
-    for c in out["cmds"]:
-        if c["endpoint"].startswith(SESSIONS):
+    for bmc in fleet:
+        first = (since or {}).get(bmc.index, 0)
+        calls = bmc.stats.calls[first:]
+        writes = [c for c in calls if c[0] != "GET"]
+        assert calls, bmc.address
+        if logged_in is not None and bmc.index not in logged_in:
+            assert writes and all(w == ("POST", SESSIONS) for w in writes), writes
             continue
-        assert c["command_type"] == "GET", c
+        new = bmc.stats.session_ids[-1]
+        assert writes == [("POST", SESSIONS), ("DELETE", f"{SESSIONS}/{new}")], writes
+
+
+def mark(fleet) -> dict:
+    return {bmc.index: len(bmc.stats.calls) for bmc in fleet}
 
 
 def result_servers(out) -> dict[str, dict]:
@@ -55,7 +69,7 @@ def test_firmware_inventory_scan_lists_installed_components_and_writes_versions(
     assert rows[ids[0]]["idrac_firmware"] == "7.00.00.171" and rows[ids[0]]["bios_version"] == "1.13.2"
     assert {c["name"]: c["version"] for c in res[ids[1]]["components"]}["BIOS"] == "2.1.0"
     assert [t["status"] for t in out["tasks"]] == ["completed", "completed"]
-    only_gets(out)
+    only_gets(out, fleet)
     assert_clean(fleet, out)
 
 
@@ -72,8 +86,10 @@ def test_wrong_password_fails_only_that_servers_task(lab, job_type):
     assert list(result_servers(out)) == [ids[0]]
     status = {str(t["server_id"]): t["status"] for t in out["tasks"]}
     assert status == {ids[0]: "completed", ids[1]: "failed"}
-    assert_clean(fleet, out)
-    assert "changed-on-the-bmc" not in json.dumps(out, default=str)
+    only_gets(out, fleet, logged_in={fleet[0].index})
+    errors = [x["step_error"] for x in out["steps"] if x["step_status"] == "failed"]
+    assert any("login as root failed" in e for e in errors), out["steps"]
+    assert_clean(fleet, out)  # DSM's password (the one sent) is in no row, step rows included
 
 
 def test_bios_config_read_never_stores_password_attributes(lab):
@@ -94,7 +110,7 @@ def test_bios_config_read_never_stores_password_attributes(lab):
     blob = json.dumps(out, default=str)
     assert "bios-secret-pw-1" not in blob and "sim-chap-secret-1" not in blob
     assert servers(b, ids)[ids[0]]["bios_version"] == "1.13.2"
-    only_gets(out)
+    only_gets(out, fleet)
     assert_clean(fleet, out)
 
 
@@ -142,7 +158,7 @@ def test_fetch_event_logs_follows_pages_up_to_the_limit_newest_first(lab):
     assert inv.pages_served == 3
     pages = [c for c in out["cmds"] if c["endpoint"].endswith("/Sel/Entries")]
     assert len(pages) == 3
-    only_gets(out)
+    only_gets(out, fleet)
     assert_clean(fleet, out)
 
 
@@ -157,6 +173,8 @@ def test_fetch_event_logs_defaults_and_both_logs(lab):
     (res,) = out["job"]["details"]["result"]["servers"]
     assert res["counts"] == {"sel": 100} and res["entries"][0]["id"] == "130"
     assert out["job"]["details"]["result"]["logs"] == ["sel"]
+    only_gets(out, fleet)
+    before = mark(fleet)
     out = run_job(b, "fetch_event_logs", server_ids=ids, details={"log": "both", "limit": 5})
     assert out["job"]["status"] == "completed", out["job"]["details"].get("error")
     (res,) = out["job"]["details"]["result"]["servers"]
@@ -166,6 +184,7 @@ def test_fetch_event_logs_defaults_and_both_logs(lab):
     assert [_created(e) for e in res["entries"]] == sorted(
         (_created(e) for e in res["entries"]), reverse=True
     )
+    only_gets(out, fleet, since=before)
     assert_clean(fleet, out)
 
 
@@ -197,4 +216,54 @@ def test_result_size_is_bounded_with_a_note(lab):
         assert "limited to" in res["truncated"]["note"]
         assert res["entries"][0]["id"] == "2000"  # what is kept is the newest
         assert len(res["entries"][0]["message"]) == 450
+    assert_clean(fleet, out)
+
+
+def test_bios_config_read_withholds_secrets_by_name_when_the_registry_is_unreadable(lab):
+    b, start_fleet = lab
+    fleet, ids = start_fleet(1)
+    inv = fleet[0].inventory
+    inv.registry_readable = False  # the registry answers 404: only the name rule is left
+    inv.bios_attributes.update({"IscsiInitiatorChapSecret2": "sim-chap-secret-2", "WifiPsk": "sim-psk-3"})
+    out = run_job(b, "bios_config_read", server_ids=ids)
+    assert out["job"]["status"] == "completed", out["job"]["details"].get("error")
+    (res,) = out["job"]["details"]["result"]["servers"]
+    assert res["registry_read"] is False
+    assert {"IscsiDev1Con1ChapSecret", "IscsiInitiatorChapSecret2", "WifiPsk"} <= set(res["withheld"])
+    assert res["attributes"]["BootMode"] == "Uefi"
+    blob = json.dumps(out, default=str)
+    for secret in ("sim-chap-secret-1", "sim-chap-secret-2", "sim-psk-3"):
+        assert secret not in blob
+    assert any("registry not readable" in t["log"] for t in out["tasks"] if t.get("log"))
+    only_gets(out, fleet)
+    assert_clean(fleet, out)
+
+
+def test_a_firmware_link_to_another_host_is_not_followed(lab):
+    b, start_fleet = lab
+    fleet, ids = start_fleet(1)
+    other, _ = start_fleet(1, trusted=False)  # another BMC (another port on 127.0.0.1) that must see nothing
+    link = f"https://{other[0].address}/redfish/v1/UpdateService/FirmwareInventory?$skip=6"
+    fleet[0].inventory.firmware_next_link = link
+    out = run_job(b, "firmware_inventory_scan", server_ids=ids)
+    assert out["job"]["status"] == "failed"
+    (failed,) = out["job"]["details"]["result"]["failed"]
+    assert "leaves the BMC" in failed["error"]
+    assert other[0].stats.requests == 0
+    assert all(c["full_url"].startswith(f"https://{fleet[0].address}/") for c in out["cmds"])
+    only_gets(out, fleet)
+    assert_clean(fleet, out)
+
+
+def test_fetch_event_logs_both_on_a_bmc_without_a_lifecycle_log(lab):
+    b, start_fleet = lab
+    fleet, ids = start_fleet(1)
+    del fleet[0].inventory.logs["Lclog"]
+    out = run_job(b, "fetch_event_logs", server_ids=ids, details={"log": "both", "limit": 5})
+    assert out["job"]["status"] == "completed", out["job"]["details"].get("error")
+    (res,) = out["job"]["details"]["result"]["servers"]
+    assert res["counts"] == {"sel": 3} and len(res["entries"]) == 3
+    assert "no lifecycle log service" in res["errors"]["lifecycle"]
+    out = run_job(b, "fetch_event_logs", server_ids=ids, details={"log": "lifecycle"})
+    assert out["job"]["status"] == "failed"  # asked for that log only: the server fails
     assert_clean(fleet, out)
