@@ -42,9 +42,10 @@ def run_on_targets(
     targets = ctx.targets()
     with ctx.step(f"{what} on {len(targets)} server(s)", retry_safe=retry_safe):
         results = ctx.run_per_target(targets, one, max_workers=max(1, min(max_workers, len(targets))))
-    done = [r.value for r in results if r.ok]
-    ctx.set_result(
-        **result, servers=done, failed=failed_targets(results), **(summarize(done) if summarize else {})
-    )
-    raise_for_failed_targets(results)
+        done = [r.value for r in results if r.ok]
+        ctx.set_result(
+            **result, servers=done, failed=failed_targets(results), **(summarize(done) if summarize else {})
+        )
+        # Inside the step: when a server failed, this step (not only "execute") is the failed one.
+        raise_for_failed_targets(results)
     return results

@@ -89,6 +89,10 @@ def test_wrong_password_fails_only_that_servers_task(lab, job_type):
     only_gets(out, fleet, logged_in={fleet[0].index})
     errors = [x["step_error"] for x in out["steps"] if x["step_status"] == "failed"]
     assert any("login as root failed" in e for e in errors), out["steps"]
+    # The per-server step is the one that failed, in the details and in its own step row.
+    per_server = [x for x in out["steps"] if x["step_name"].endswith("on 2 server(s)")]
+    assert details["failed_step"] == per_server[0]["step_name"]
+    assert per_server[0]["step_status"] == "failed"
     assert_clean(fleet, out)  # DSM's password (the one sent) is in no row, step rows included
 
 
