@@ -294,6 +294,10 @@ class VcenterSyncHandler(Handler):
             except AgentError as exc:
                 report.fail(exc)
                 exception = _for_job(exc, f"DSM's vCenter settings ({conn.name})", "VCENTER_CA_BUNDLE")
+            except Exception as exc:  # a bug in one vCenter's sync must not skip the others
+                report.fail(exc)  # "unexpected <type>: <redacted text>"
+                log.error("vCenter %s: sync failed: %s", conn.label, report.error)
+                exception = AgentError(f"vCenter {conn.label}: {report.error}")
             finally:
                 report.elapsed_seconds = round(time.monotonic() - started, 3)
         status = report.status

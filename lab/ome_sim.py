@@ -21,7 +21,9 @@ dell/OpenManage-Enterprise and dellemc-openmanage-ansible-modules), including th
 - GET /api/ApplicationService/Info.
 
 Faults (set in-process through ``OmeSim.faults`` or over HTTP with POST /_sim/faults): a page that
-answers 500/503 k times, slow answers, a session that expires after k requests, a password change.
+answers 500/503 k times, slow answers, a session that expires after k requests, a password change,
+a page held until the test releases it (``faults.hold_page(skip)`` returns the Event to set; in-process
+only; ``faults.held`` names the pages a client is waiting on; a hold gives up after 300 s).
 Counters: GET /_sim/stats (lab only; never counted as API requests).
 
 Run: ``python -m lab.ome_sim --devices N [--port 0] [--http] [--seed S]`` prints one JSON line
@@ -52,6 +54,7 @@ from urllib.parse import unquote
 
 DEFAULT_PAGE = 50
 MAX_SESSIONS_PER_USER = 100
+HOLD_LIMIT_SECONDS = 300.0  # a held page answers anyway after this long
 API_VERSION = "4.1.0"
 
 # Literal trap devices placed at the start of every fleet (when it is large enough). Tests assert
@@ -117,9 +120,18 @@ class Faults:
     delay_seconds: float = 0.0  # added to every API answer
     expire_after_requests: int | None = None  # the session in use expires after k authorised calls
     inventory_errors: dict[int, list[int]] = field(default_factory=dict)  # device Id -> [status, times]
+    # $skip -> released when set; lets a test act while a client is known to wait on that page
+    hold_pages: dict[int, threading.Event] = field(default_factory=dict)
+    held: set[int] = field(default_factory=set)  # $skip values a request is waiting on right now
 
     def fail_page(self, skip: int, status: int = 503, times: int = 1) -> None:
         self.page_errors[skip] = [status, times]
+
+    def hold_page(self, skip: int) -> threading.Event:
+        """Answers to the page at `skip` wait until the returned Event is set (at most 300 s)."""
+        event = threading.Event()
+        self.hold_pages[skip] = event
+        return event
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +139,7 @@ class Faults:
             "delay_seconds": self.delay_seconds,
             "expire_after_requests": self.expire_after_requests,
             "inventory_errors": {str(k): v for k, v in self.inventory_errors.items()},
+            "held": sorted(self.held),
         }
 
     def update(self, data: dict[str, Any]) -> None:
@@ -801,6 +814,15 @@ class _Handler(BaseHTTPRequestHandler):
                 status = fault[0]
             else:
                 status = 0
+            hold = sim.faults.hold_pages.get(skip)
+            if hold is not None:
+                sim.faults.held.add(skip)
+        if hold is not None:
+            try:
+                hold.wait(HOLD_LIMIT_SECONDS)  # bounded: a forgotten release must not hang the lab
+            finally:
+                with sim.lock:
+                    sim.faults.held.discard(skip)
         if status:
             return self._send(
                 status,

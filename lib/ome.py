@@ -288,18 +288,22 @@ class OmeAuth:
     def relogin(self, stale_token: str | None) -> str:
         """Open a new session unless another thread already replaced `stale_token`."""
         with self._lock:
-            if self.token == stale_token:
+            if self.token is not None and self.token == stale_token:
                 log.info("OME session expired (HTTP 401): logging in again")
                 # Delete the old session first: when the 401 did not end it (OME keeps sessions
                 # until they time out), each retry would otherwise hold one of the user's 100.
                 token, sid, self.token, self.session_id = self.token, self.session_id, None, None
                 self._delete_session(token, sid)
+            if self.token is None:
+                # Also when another thread's re-login failed and left no session: try again, so
+                # every caller gets a token or the typed error of its own attempt.
                 self.login()
-            assert self.token is not None
+            if self.token is None:  # login() returns only with a token; typed, never an assert
+                raise AuthError("OME login returned no session token.", hint=AUTH_HINT)
             return self.token
 
     def logout(self) -> None:
-        token, sid, self.token = self.token, self.session_id, None
+        token, sid, self.token, self.session_id = self.token, self.session_id, None, None
         self._delete_session(token, sid)
 
     def _delete_session(self, token: str | None, sid: str | None) -> None:

@@ -4,7 +4,10 @@ client log in again, and the old session is deleted first, so retries never use 
 
 from __future__ import annotations
 
+import pytest
+
 from lib.config import OmeSettings
+from lib.errors import AuthError
 from lib.http import TLSConfig
 from lib.ome import OmeClient, PagingStats
 
@@ -67,3 +70,23 @@ def test_expired_session_delete_fails_quietly_and_the_sync_goes_on(ome_sim):
     assert s["sessions_created"] == 2 and s["sessions_expired"] == 1
     assert s["sessions_deleted"] == 1  # only the second one; the first was already gone
     assert s["open_sessions"] == 0
+
+
+def test_a_failed_re_login_gives_every_thread_a_typed_error_and_a_later_one_recovers(ome_sim):
+    sim = ome_sim(10)
+    client = OmeClient(_settings(sim))
+    with client:
+        auth = client.auth
+        stale = auth.token
+        right, sim.password = sim.password, "Changed-On-The-Appliance-1"
+        with pytest.raises(AuthError):
+            auth.relogin(stale)  # the thread that saw the 401 first
+        assert auth.token is None and auth.session_id is None
+        with pytest.raises(AuthError):
+            auth.relogin(stale)  # another thread with the same stale token: typed, not an assert
+        sim.password = right
+        fresh = auth.relogin(stale)
+        assert fresh and fresh != stale and auth.token == fresh
+    assert auth.token is None and auth.session_id is None, "logout forgets the session"
+    s = sim.stats()
+    assert s["open_sessions"] == 0 and s["sessions_created"] == 2

@@ -232,9 +232,10 @@ class JobContextImpl:
 
     def _step_started(self, name: str, retry_safe: bool) -> dict[str, Any]:
         """The workflow_executions row of a step entered now (status running), buffered."""
-        with self._lock:
+        with self._lock:  # number and start time together: step numbers follow start times
             self._step_count += 1
             number = self._step_count
+            started = _now_iso()
         server: Server | None = getattr(self._steps, "server", None)  # set inside run_per_target
         row: dict[str, Any] = {
             "id": str(uuid.uuid4()),  # made here: a re-sent write is recognised
@@ -242,7 +243,7 @@ class JobContextImpl:
             "step_number": number,
             "step_name": redact(str(name))[:500],
             "step_status": "running",
-            "step_started_at": _now_iso(),
+            "step_started_at": started,
             "step_details": {
                 "phase": self.phase.value,
                 "retry_safe": retry_safe,

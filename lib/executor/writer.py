@@ -29,6 +29,8 @@ from lib.errors import AgentError, AuthError
 from lib.executor.store import Claim, JobStore
 from lib.logs import redact
 
+STEP_REJECTED_STATUSES = (400, 404, 409)  # the backend refuses these rows for good
+
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED_LINES = 5000
@@ -214,6 +216,8 @@ class JobWriter:
         states = self.store.job_states([self.claim])
         st = states[0] if states else None
         if st and st.owned and st.status in ("cancelled", "paused"):
+            if not self.allow_cancelled:  # same wording as the daemon's state poll
+                log.info("job %s: %s by the UI (seen on a write)", self.claim.job_id, st.status)
             self.allow_cancelled = True
             if self._on_cancelled:
                 self._on_cancelled(st.status)
@@ -295,9 +299,10 @@ class JobWriter:
             if not ok and not self.allow_cancelled and self._resolve_refusal():
                 ok = self.store.upsert_steps(self.claim, sent, allow_cancelled=True)
         except AgentError as exc:
-            # Step rows are bookkeeping: a row the backend rejects (4xx, e.g. an old schema) is
-            # dropped with a warning so it can never keep the job from finishing; others are kept.
-            if getattr(exc, "status", None) and 400 <= exc.status < 500:  # type: ignore[attr-defined]
+            # Step rows are bookkeeping: a row the backend rejects as such (400/404/409, e.g. an old
+            # schema) is dropped with a warning so it can never keep the job from finishing; others
+            # (401/403 while a key rotates, 429, 5xx, outages) are kept and re-sent.
+            if getattr(exc, "status", None) in STEP_REJECTED_STATUSES:
                 log.warning("job %s: %d step rows rejected: %s", self.claim.job_id, len(rows), exc)
                 with self._lock:
                     del self._steps[: len(rows)]

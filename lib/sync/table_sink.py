@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,26 +109,38 @@ class OmeTableSink:
     def __init__(self, rest: RestClient, clock: Callable[[], str] = now_iso) -> None:
         self.rest = rest
         self.clock = clock
+        # Tags a refused batch created before its refusal (an earlier key-set group was committed):
+        # `deliver` re-sends them while isolating the bad record, and they count as new then.
+        self._uncounted_new: set[str] = set()
+        self._lock = threading.Lock()  # deliver may call send from several threads
 
     def send(self, batch: list[Device]) -> BatchOutcome:
         stamp = self.clock()
         rows = [server_row(d.payload(), stamp) for d in batch]
         tags = [r["service_tag"] for r in rows]
+        with self._lock:
+            earlier_new = self._uncounted_new.intersection(tags)
+            self._uncounted_new -= earlier_new
         existing = {
             r["service_tag"] for r in _select_in(self.rest, "servers", "service_tag", tags, "service_tag")
-        }
+        } - earlier_new
         # one request per key set (sync_ome already batches by key set; this keeps the rule for any caller)
         groups: dict[frozenset[str], list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault(frozenset(row), []).append(row)
+        committed: list[str] = []
         for group in groups.values():
             try:
                 self.rest.upsert("servers", group, on_conflict="service_tag")
             except RemoteError as exc:
                 refused = _refused(exc)
+                with self._lock:  # the whole batch is reported refused: count these when re-sent
+                    self._uncounted_new |= {t for t in committed if t not in existing}
+                    self._uncounted_new |= earlier_new - set(committed)
                 if refused is None:
                     raise
                 return refused
+            committed += [r["service_tag"] for r in group]
         new = sum(1 for t in tags if t not in existing)
         return BatchOutcome(ok=True, new=new, updated=len(tags) - new, auto_linked=self._auto_link(tags))
 
@@ -153,7 +166,14 @@ class OmeTableSink:
             host = first.get(str(server["service_tag"]))
             if host is None:
                 continue
-            self.rest.update("servers", {"id": f"eq.{server['id']}"}, {"vcenter_host_id": host["id"]})
+            done = self.rest.update(
+                "servers",
+                {"id": f"eq.{server['id']}", "vcenter_host_id": "is.null"},  # linked meanwhile: keep
+                {"vcenter_host_id": host["id"]},
+                returning=True,
+            )
+            if not done:
+                continue
             if host.get("server_id") is None:
                 self.rest.update(
                     "vcenter_hosts",
@@ -175,6 +195,10 @@ class VcenterTableSink:
         self.rest = rest
         self.vcenter_id = vcenter_id
         self.clock = clock
+        # moref -> (known, stored server_id) as first seen, for rows a refused batch committed
+        # before its refusal: `deliver` re-sends them, and they are counted as they were then.
+        self._uncounted: dict[str, tuple[bool, str | None]] = {}
+        self._lock = threading.Lock()
 
     def send(self, batch: list[HostInfo]) -> BatchOutcome:
         from lib.sync.vcenter import host_payload  # the wire shape the edge function reads
@@ -182,7 +206,14 @@ class VcenterTableSink:
         stamp = self.clock()
         payloads = [host_payload(h) for h in batch]
         morefs = [str(p["vcenter_id"]) for p in payloads]
+        with self._lock:
+            earlier = {m: self._uncounted.pop(m) for m in morefs if m in self._uncounted}
         known = self._adopt(morefs)
+        for m, (was_known, server_id) in earlier.items():
+            if was_known:
+                known[m] = server_id
+            else:
+                known.pop(m, None)
         servers = self._servers_by_serial([p["serial_number"] for p in payloads if p["serial_number"]])
         with_server: list[dict[str, Any]] = []
         without: list[dict[str, Any]] = []
@@ -202,6 +233,9 @@ class VcenterTableSink:
                 saved += self.rest.upsert("vcenter_hosts", group, on_conflict=HOST_CONFLICT, returning=True)
             except RemoteError as exc:
                 refused = _refused(exc)
+                with self._lock:  # the whole batch is reported refused: count these when re-sent
+                    for m in {str(r["source_vcenter_id"]) for r in saved} | set(earlier):
+                        self._uncounted[m] = (m in known, known.get(m))
                 if refused is None:
                     raise
                 return refused

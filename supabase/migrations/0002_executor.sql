@@ -160,8 +160,9 @@ BEGIN
   UPDATE public.jobs j
      SET lease_expires_at = now() + make_interval(secs => p_lease_seconds)
     FROM jsonb_to_recordset(COALESCE(p_claims, '[]'::jsonb)) AS c(job_id uuid, claim_token uuid)
-   WHERE j.id = c.job_id AND j.claim_token = c.claim_token AND j.status = 'running'
-     AND j.executor_id = p_executor_id;
+   WHERE j.id = c.job_id AND j.claim_token = c.claim_token
+     AND (j.status = 'running' OR (j.status IN ('cancelled', 'paused') AND j.completed_at IS NULL))
+     AND j.executor_id = p_executor_id;  -- a cancelled job's cleanup keeps its lease (stale rescue)
   RETURN QUERY SELECT * FROM public.executor_job_states(p_claims);
 END
 $fn$;
@@ -244,17 +245,20 @@ BEGIN
    WHERE id = p_job_id AND claim_token = p_claim_token
      AND (status = 'running' OR (status = 'cancelled' AND completed_at IS NULL))
   RETURNING status::text INTO v_status;
-  IF v_status IS NOT NULL AND p_status <> 'completed' THEN
-    -- a step still open at the end (its thread stuck in a blocking call) ends failed with the reason
-    UPDATE public.workflow_executions
-       SET step_status = 'failed', step_completed_at = now(),
-           step_error = COALESCE(p_patch ->> 'error', 'job ' || v_status || ' during this step')
-     WHERE job_id = p_job_id AND step_status IN ('pending', 'running');
-  END IF;
   IF v_status IS NULL AND p_seq IS NOT NULL THEN
     SELECT status::text INTO v_status FROM public.jobs
      WHERE id = p_job_id AND claim_token = p_claim_token AND claim_seq >= p_seq
        AND completed_at IS NOT NULL;
+  END IF;
+  IF v_status IS NOT NULL THEN
+    -- No step stays open after the end (also on a re-sent call): a step whose thread is stuck in a
+    -- blocking call ends failed with the reason; on a completed job its end was never recorded.
+    UPDATE public.workflow_executions
+       SET step_status = 'failed', step_completed_at = now(),
+           step_error = CASE WHEN v_status = 'completed' THEN 'step end not recorded'
+                             ELSE COALESCE(p_patch ->> 'error', 'job ' || v_status || ' during this step')
+                        END
+     WHERE job_id = p_job_id AND step_status IN ('pending', 'running');
   END IF;
   RETURN v_status;  -- NULL: not ours any more, nothing written
 END
@@ -280,6 +284,11 @@ BEGIN
          details = public.executor_merge_details(details, p_patch, p_log_lines, p_max_log)
    WHERE id = p_job_id AND claim_token = p_claim_token AND status = 'paused'
   RETURNING status::text INTO v_status;
+  IF v_status IS NOT NULL THEN  -- a resumed job starts new step rows; these ones end here
+    UPDATE public.workflow_executions
+       SET step_status = 'failed', step_completed_at = now(), step_error = 'job paused during this step'
+     WHERE job_id = p_job_id AND step_status IN ('pending', 'running');
+  END IF;
   RETURN v_status;
 END
 $fn$;
@@ -288,7 +297,8 @@ $fn$;
 -- the reason. Never re-queues them. A live lease is never touched, whoever holds it: two processes
 -- may share an executor id (a daemon and a hand-run --once), and neither may fail the other's jobs.
 -- With p_own_only (called once at start-up) only p_executor_id's expired jobs are failed, with the
--- "restarted" reason. Returns the jobs it failed.
+-- "restarted" reason. Returns the jobs it failed. The open step rows of a cancelled or paused job
+-- whose executor died during its cleanup (lease expired, not finished) end as failed too.
 CREATE OR REPLACE FUNCTION public.executor_fail_stale_jobs(
   p_executor_id text, p_own_only boolean DEFAULT false, p_max_log integer DEFAULT 500)
 RETURNS TABLE (job_id uuid, executor_id text, step text)
@@ -322,6 +332,17 @@ BEGIN
        SET step_status = 'failed', step_completed_at = now(), step_error = msg.m
       FROM msg
      WHERE w.job_id = msg.id AND w.step_status IN ('pending', 'running')
+  ), idle_steps AS (  -- a job cancelled or paused in the UI whose executor died during cleanup:
+    -- the job keeps its status, its open step rows end as failed (nobody will close them)
+    UPDATE public.workflow_executions AS w
+       SET step_status = 'failed', step_completed_at = now(),
+           step_error = format('executor %s stopped responding while the job was being %s',
+                               j.executor_id, j.status::text)
+      FROM public.jobs j
+     WHERE w.job_id = j.id AND w.step_status IN ('pending', 'running')
+       AND j.status IN ('cancelled', 'paused') AND j.completed_at IS NULL
+       AND j.claim_token IS NOT NULL AND j.lease_expires_at < now()
+       AND (NOT p_own_only OR j.executor_id = p_executor_id)
   )
   UPDATE public.jobs AS j
      SET status = 'failed',
@@ -407,7 +428,8 @@ DECLARE
 BEGIN
   PERFORM 1 FROM public.jobs
     WHERE id = p_job_id AND claim_token = p_claim_token
-      AND (status = 'running' OR (p_allow_cancelled AND status IN ('cancelled', 'paused')))
+      AND (status = 'running'
+           OR (p_allow_cancelled AND status IN ('cancelled', 'paused') AND completed_at IS NULL))
     FOR SHARE;
   IF NOT FOUND THEN
     RETURN false;

@@ -86,8 +86,12 @@ def insert_job(backend: Any, job_type: str, *, scope: Any = None, details: Any =
 
 
 def job_blob(backend: Any, job_id: str) -> str:
-    """Everything a user can read about a job: its row and its task rows."""
-    rows = [job(backend, job_id), *backend.sql("SELECT * FROM job_tasks WHERE job_id = %s", (job_id,))]
+    """Everything a user can read about a job: its row, its task rows and its step rows."""
+    rows = [
+        job(backend, job_id),
+        *backend.sql("SELECT * FROM job_tasks WHERE job_id = %s", (job_id,)),
+        *backend.sql("SELECT * FROM workflow_executions WHERE job_id = %s", (job_id,)),
+    ]
     return json.dumps(rows, default=str)
 
 
@@ -176,6 +180,7 @@ def test_openmanage_job_writes_what_the_script_writes(ome_sim, clean_backend, tm
     # no password anywhere a user can read, in plain or encrypted form
     blob = job_blob(backend, job_id)
     assert sim.password not in blob and encrypt_password(sim.password, KEY) not in blob
+    assert '"step_name": "sync OpenManage devices into servers"' in blob  # step rows are scanned too
     assert sim.stats()["open_sessions"] == 0
 
     # a second job (without inventory) updates, creates nothing, deletes nothing, and blanks none of
@@ -272,9 +277,11 @@ def test_openmanage_job_partial_sync_saves_the_rest_and_lists_the_failures(ome_s
 
 
 def test_openmanage_job_cancelled_mid_sync(ome_sim, clean_backend, tmp_path):
+    # No timing: the simulator holds page 3 until the executor has seen the cancel, so the handler
+    # is known to be mid-sync when it is cancelled and must stop after that page.
     backend = clean_backend
     sim = ome_sim(400)  # 8 pages of 50
-    sim.faults.delay_seconds = 0.4
+    release = sim.faults.hold_page(2 * PAGE)
     seed_key(backend)
     seed_ome_settings(backend, sim)
     job_id = insert_job(backend, "openmanage_sync")
@@ -286,21 +293,22 @@ def test_openmanage_job_cancelled_mid_sync(ome_sim, clean_backend, tmp_path):
         **executor_env({"OME_CA_BUNDLE": sim.ca_file, "OME_BATCH_SIZE": "25"}),
     )
     try:
-        wait_until(
-            lambda: "OME pages read: 2 of" in json.dumps(job(backend, job_id)["details"] or {}),
-            timeout=120,
-            what="the job to read its second page",
-        )
+        wait_until(lambda: 2 * PAGE in sim.faults.held, timeout=120, what="the job to wait on page 3")
         backend.sql("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (job_id,))
+        wait_until(
+            lambda: "cancelled by the UI" in ex.output, timeout=120, what="the executor to see the cancel"
+        )
+        release.set()
         assert ex.wait(120) == 0, ex.output
     finally:
+        release.set()
         ex.stop()
     row = job(backend, job_id)
     assert row["status"] == "cancelled"
     assert row["details"]["cancelled_step"] == "sync OpenManage devices into servers"
     saved = len(servers_by_tag(backend))
     pages = sim.stats()["requests_by_path"]["/api/DeviceService/Devices"]
-    assert 0 < saved < len(sim.fleet.servers()) - 2 and pages < 8  # stopped mid-way, kept what was saved
+    assert 0 < saved < len(sim.fleet.servers()) - 2 and pages == 3  # stopped after the held page
     assert sim.stats()["open_sessions"] == 0  # the OME session was closed
     assert sim.password not in job_blob(backend, job_id)
 

@@ -223,3 +223,78 @@ def test_a_step_still_open_when_the_job_fails_is_closed_with_the_error(clean_bac
     assert store.finish_job(claim, "failed", {"error": "executor x shut down during step s1"}, []) == "failed"
     [row] = _steps(clean_backend, jid)
     assert row["step_status"] == "failed" and row["step_error"] == "executor x shut down during step s1"
+
+
+def _claimed(clean_backend, store) -> tuple[str, Claim]:
+    jid = insert_jobs(clean_backend, LIGHT_TYPE)[0]
+    [claimed] = store.claim([LIGHT_TYPE], 1)
+    return jid, Claim(claimed["id"], claimed["claim_token"])
+
+
+def test_no_step_row_goes_into_a_cancelled_job_that_has_ended(clean_backend, store):
+    jid, claim = _claimed(clean_backend, store)
+    clean_backend.sql("UPDATE jobs SET status = 'cancelled' WHERE id = %s", (jid,))
+    assert store.finish_job(claim, "cancelled", {"cancelled_step": "s1"}, [], seq=1) == "cancelled"
+    assert not store.upsert_steps(claim, [_row(1, "running", str(uuid.uuid4()))], allow_cancelled=True)
+    assert _steps(clean_backend, jid) == []
+
+
+def test_a_re_sent_finish_closes_a_step_left_open(clean_backend, store):
+    jid, claim = _claimed(clean_backend, store)
+    assert store.finish_job(claim, "failed", {"error": "boom"}, [], seq=1) == "failed"
+    # a row that slipped in after the end (e.g. written by an older agent): the re-send closes it
+    clean_backend.sql(
+        "INSERT INTO workflow_executions (id, job_id, workflow_type, step_number, step_name, step_status,"
+        " step_started_at) VALUES (%s, %s, %s, 1, 's1', 'running', now())",
+        (str(uuid.uuid4()), jid, LIGHT_TYPE),
+    )
+    assert store.finish_job(claim, "failed", {"error": "boom"}, [], seq=1) == "failed"
+    [row] = _steps(clean_backend, jid)
+    assert row["step_status"] == "failed" and row["step_error"] == "boom"
+
+
+def test_a_completed_job_leaves_no_step_open(clean_backend, store):
+    jid, claim = _claimed(clean_backend, store)
+    assert store.upsert_steps(claim, [_row(1, "running", str(uuid.uuid4()))])
+    assert store.finish_job(claim, "completed", {}, []) == "completed"
+    [row] = _steps(clean_backend, jid)
+    assert row["step_status"] == "failed" and row["step_error"] == "step end not recorded"
+    assert row["step_completed_at"] is not None
+
+
+def test_releasing_a_paused_job_closes_its_open_steps(clean_backend, store):
+    jid, claim = _claimed(clean_backend, store)
+    done, open_ = str(uuid.uuid4()), str(uuid.uuid4())
+    assert store.upsert_steps(claim, [_row(1, "completed", done), _row(2, "running", open_)])
+    clean_backend.sql("UPDATE jobs SET status = 'paused' WHERE id = %s", (jid,))
+    assert store.release_paused(claim, {"paused_step": "s2"}, []) == "paused"
+    rows = _steps(clean_backend, jid)
+    assert [r["step_status"] for r in rows] == ["completed", "failed"]
+    assert rows[1]["step_error"] == "job paused during this step" and rows[1]["step_completed_at"] is not None
+    assert job(clean_backend, jid)["status"] == "paused"
+
+
+@pytest.mark.parametrize("status", ["cancelled", "paused"])
+def test_a_cancelled_job_keeps_its_lease_while_cleaning_up_and_a_dead_cleanup_closes_its_steps(
+    clean_backend, store, status
+):
+    jid, claim = _claimed(clean_backend, store)
+    assert store.upsert_steps(claim, [_row(1, "running", str(uuid.uuid4()))])
+    clean_backend.sql(
+        "UPDATE jobs SET status = %s, lease_expires_at = now() + interval '2 seconds' WHERE id = %s",
+        (status, jid),
+    )
+    # the owner is alive and cleaning up: its renewals keep the lease, the rescue leaves it alone
+    store.renew([claim])
+    [row] = clean_backend.sql(
+        "SELECT lease_expires_at > now() + interval '10 seconds' AS long FROM jobs WHERE id = %s", (jid,)
+    )
+    assert row["long"], "a cancelled job being cleaned up keeps its lease"
+    assert store.fail_stale(own_only=False) == []
+    assert _steps(clean_backend, jid)[0]["step_status"] == "running"
+    # the owner died: the lease lapses, the open step ends failed, the job keeps its status
+    clean_backend.sql("UPDATE jobs SET lease_expires_at = now() - interval '1 minute' WHERE id = %s", (jid,))
+    assert store.fail_stale(own_only=False) == [], "a cancelled job is not failed"
+    [step] = _steps(clean_backend, jid)
+    assert step["step_status"] == "failed" and "stopped responding" in step["step_error"]
+    assert status in step["step_error"] and job(clean_backend, jid)["status"] == status
