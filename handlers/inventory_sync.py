@@ -25,6 +25,7 @@ from handlers.base import Handler, InvalidJobInput, Job, JobContext
 from lib.config import OmeSettings, VcenterSettings
 from lib.errors import AgentError, AuthError, ConfigError, PartialError, TLSError
 from lib.executor.errors import Interrupted
+from lib.executor.models import parse_ids
 from lib.http import TLSConfig
 from lib.logs import redact
 from lib.sync.common import Item, Progress, SyncReport
@@ -188,16 +189,6 @@ class OpenManageSyncHandler(Handler):
 # ---------------------------------------------------------------------------------------------------
 # vcenter_sync
 # ---------------------------------------------------------------------------------------------------
-def _ids(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [p.strip() for p in value.split(",") if p.strip()]
-    if isinstance(value, list | tuple):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [str(value)]
-
-
 class VcenterSyncHandler(Handler):
     """target_scope {"vcenter_ids": [...]} (those vCenters, whatever their sync_enabled), or none /
     {"type": "all"} (every vcenters row with sync_enabled). One vCenter after the other; each one's
@@ -209,8 +200,8 @@ class VcenterSyncHandler(Handler):
     def validate(self, job: Job) -> dict[str, Any]:
         scope: Mapping[str, Any] = job.target_scope or {}
         details: Mapping[str, Any] = job.details or {}
-        ids = _ids(scope.get("vcenter_ids")) or _ids(scope.get("vcenter_id"))
-        ids = ids or _ids(details.get("vcenter_ids")) or _ids(details.get("vcenter_id"))
+        ids = parse_ids(scope.get("vcenter_ids")) or parse_ids(scope.get("vcenter_id"))
+        ids = ids or parse_ids(details.get("vcenter_ids")) or parse_ids(details.get("vcenter_id"))
         return {"ids": list(dict.fromkeys(ids)) or None}
 
     def preflight(self, ctx: JobContext, params: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from lib.executor.errors import (
     LeaseLost,
     ShutdownInterrupt,
 )
-from lib.executor.models import Credentials, Job, Phase, Server, TargetResult
+from lib.executor.models import Credentials, Job, Phase, Server, TargetResult, parse_ids
 from lib.executor.settings import HandlerSettings, handler_settings_from_process
 from lib.executor.store import HandlerStoreImpl, JobStore
 from lib.executor.writer import JobWriter, log_line
@@ -449,24 +449,10 @@ def _level(level: str) -> int:
     return {"DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}.get(level.upper(), 20)
 
 
-def _ids(value: Any) -> list[str]:
-    """Ids from a list, a scalar or a comma-separated string (the app writes all three)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [p.strip() for p in value.split(",") if p.strip()]
-    if isinstance(value, list | tuple):
-        out: list[str] = []
-        for v in value:
-            out.extend(_ids(v))
-        return out
-    return [str(value)]
-
-
 def _addresses(value: Any) -> list[str]:
     if isinstance(value, Mapping):
         return [str(value.get("ip") or value.get("ip_address") or "")]
-    return _ids(value)
+    return parse_ids(value)
 
 
 def resolve_targets(job: Job, store: JobStore, log_fn: Callable[[str, str], None]) -> list[Server]:
@@ -478,16 +464,16 @@ def resolve_targets(job: Job, store: JobStore, log_fn: Callable[[str, str], None
     """
     scope: Mapping[str, Any] = job.target_scope or {}
     details = job.details or {}
-    server_ids = _ids(scope.get("server_ids")) + _ids(scope.get("server_id"))
+    server_ids = parse_ids(scope.get("server_ids")) + parse_ids(scope.get("server_id"))
     if not scope and (details.get("server_ids") or details.get("server_id")):
-        server_ids = _ids(details.get("server_ids")) + _ids(details.get("server_id"))
+        server_ids = parse_ids(details.get("server_ids")) + parse_ids(details.get("server_id"))
     found: dict[str, Server] = {}
     wanted: list[str] = []
 
     if server_ids:
         wanted += server_ids
-    host_ids = _ids(scope.get("vcenter_host_ids"))
-    vcenter_ids = _ids(scope.get("vcenter_ids"))
+    host_ids = parse_ids(scope.get("vcenter_host_ids"))
+    vcenter_ids = parse_ids(scope.get("vcenter_ids"))
     cluster = scope.get("cluster_name")
     if scope.get("cluster_id") and not cluster:
         cluster = store.cluster_name(str(scope["cluster_id"]))

@@ -215,3 +215,17 @@ class TargetResult:
     ok: bool
     value: Any = None
     error: str | None = None
+
+
+def parse_ids(value: Any) -> list[str]:
+    """Ids from a list, a scalar or a comma-separated string (the app writes all three)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, list | tuple):
+        out: list[str] = []
+        for v in value:
+            out.extend(parse_ids(v))
+        return out
+    return [str(value)]
