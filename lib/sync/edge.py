@@ -8,6 +8,7 @@ writes nothing, so a bad DSM credential fails before the source system is touche
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from lib.dsm.auth import DsmAuth
     from lib.dsm.edge import EdgeClient
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Judge = Callable[[dict[str, Any]], BatchOutcome]
 
@@ -109,3 +111,15 @@ def connect_dsm(dsm: DsmSettings, function: str, *, probe: bool = True) -> tuple
         edge.close()
         raise
     return edge, auth
+
+
+def with_dsm(dsm: DsmSettings | None, function: str, run: Callable[[EdgeClient | None], None]) -> None:
+    """Run `run` with an edge client whose DSM credential was proven first, so a DSM mistake fails
+    before the source (OME, vCenter) is touched; with no DSM settings (a dry run), with None."""
+    if dsm is None:
+        run(None)
+        return
+    edge, auth = connect_dsm(dsm, function)
+    log.info("DSM: %s", auth.described)
+    with edge:
+        run(edge)

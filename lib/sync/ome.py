@@ -12,14 +12,17 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lib.config import OmeSettings
 from lib.ome import TYPE_CHASSIS, TYPE_SERVER, Device, OmeClient, PagingStats, Skipped, normalise
 from lib.sync.common import Checklist, Item, Progress, SyncReport, write_output
 from lib.sync.delivery import BatchOutcome, DeliveryResult, deliver
-from lib.sync.edge import connect_dsm, edge_batch_sender
+from lib.sync.edge import connect_dsm, edge_batch_sender, with_dsm
 from lib.sync.edge import judge_reply as judge_summary
+
+if TYPE_CHECKING:
+    from lib.dsm.edge import EdgeClient
 
 log = logging.getLogger(__name__)
 
@@ -327,15 +330,11 @@ def main(args: argparse.Namespace) -> int:
         args.lock_file = str(default_lock_path("openmanage-sync"))
 
     def work(rep: SyncReport) -> None:
-        progress = Progress("OME pages")
-        if dsm is None:
-            sync_ome(ome, None, options, rep, progress=progress)
-            return
-        # DSM first: a bad DSM credential fails before an OME session is opened
-        edge, auth = connect_dsm(dsm, FUNCTION)
-        log.info("DSM: %s", auth.described)
-        with edge:
-            sync_ome(ome, edge_sender(edge, scheduled=options.scheduled), options, rep, progress=progress)
+        def run(edge: EdgeClient | None) -> None:
+            sender = edge_sender(edge, scheduled=options.scheduled) if edge else None
+            sync_ome(ome, sender, options, rep, progress=Progress("OME pages"))
+
+        with_dsm(dsm, FUNCTION, run)  # DSM first: a bad DSM credential fails before OME is touched
 
     return run_sync(args, name="openmanage-sync", report=report, work=work)
 

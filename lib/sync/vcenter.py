@@ -19,14 +19,17 @@ import argparse
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lib.config import VcenterSettings
 from lib.sync.common import Checklist, Progress, SyncReport, write_output
 from lib.sync.delivery import BatchOutcome, DeliveryResult, deliver
-from lib.sync.edge import connect_dsm, edge_batch_sender
+from lib.sync.edge import connect_dsm, edge_batch_sender, with_dsm
 from lib.sync.edge import judge_reply as judge_summary
 from lib.vsphere import ClusterInfo, DatacenterInfo, HostInfo, Inventory, VSphereClient
+
+if TYPE_CHECKING:
+    from lib.dsm.edge import EdgeClient
 
 log = logging.getLogger(__name__)
 
@@ -329,18 +332,12 @@ def main(args: argparse.Namespace) -> int:
         args.lock_file = str(default_lock_path("vcenter-sync"))
 
     def work(rep: SyncReport) -> None:
-        progress = Progress("vCenter hosts sent")
-        if dsm is None:
-            sync_vcenter(vc, None, options, rep, progress=progress)
-            return
-        # DSM first, credential proven by a request that writes nothing (the HMAC secret too):
-        # a DSM mistake never costs a vCenter login
-        edge, auth = connect_dsm(dsm, FUNCTION)
-        log.info("DSM: %s", auth.described)
-        with edge:
-            sync_vcenter(
-                vc, lambda inv: edge_sender(edge, BodyBuilder(inv, options)), options, rep, progress=progress
-            )
+        def run(edge: EdgeClient | None) -> None:
+            make_sender = (lambda inv: edge_sender(edge, BodyBuilder(inv, options))) if edge else None
+            sync_vcenter(vc, make_sender, options, rep, progress=Progress("vCenter hosts sent"))
+
+        # DSM first, proven by a request that writes nothing: a DSM mistake never costs a vCenter login
+        with_dsm(dsm, FUNCTION, run)
 
     return run_sync(args, name="vcenter-sync", report=report, work=work)
 
